@@ -1,0 +1,151 @@
+"""`shardgen`: pack datasets into WebDataset audio shards, verify them, compute stats.
+
+Examples::
+
+    shardgen synth data/demo-src --seed 0
+    shardgen pack --recipe csv data/demo-src data/demo --workers 2
+    shardgen pack --recipe esc50 ~/datasets/ESC-50-master data/esc50 --sample-rate 32000
+    shardgen verify data/demo
+    shardgen stats data/demo --plot classes.png
+    shardgen recipes
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from pathlib import Path
+
+from . import __version__, recipes
+from .records import RecipeError
+
+EPILOG = __doc__.split("Examples::", 1)[1]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="shardgen", description="Datasets -> WebDataset audio shards (format v1).",
+                                epilog="examples:" + EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"shardgen {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pk = sub.add_parser("pack", help="pack a dataset with a recipe", formatter_class=argparse.RawDescriptionHelpFormatter,
+                        epilog="examples:\n  shardgen pack --recipe csv data/demo-src data/demo --workers 2\n"
+                               "  shardgen pack --recipe folder my_classes/ out/ --codec wav --max-shard-samples 500\n"
+                               "  shardgen pack --recipe esc50 ESC-50-master/ out/ --resume\n"
+                               "recipe options: shardgen pack --recipe NAME --help")
+    pk.add_argument("--recipe", required=True, help="recipe name (see `shardgen recipes`)")
+    pk.add_argument("src", type=Path, help="dataset root in its official layout")
+    pk.add_argument("out", type=Path, help="output folder for shards and dataset.json")
+    pk.add_argument("--workers", type=int, default=1, help="parallel encoding processes (output is identical)")
+    pk.add_argument("--sample-rate", type=int, default=16000, help="target sample rate (default 16000)")
+    pk.add_argument("--channels", type=int, default=1, help="target channels (default 1: downmix)")
+    pk.add_argument("--codec", choices=["flac", "wav"], default="flac", help="codec for re-encoded audio")
+    pk.add_argument("--max-shard-bytes", type=int, default=256_000_000, help="target shard size (default 256 MB)")
+    pk.add_argument("--max-shard-samples", type=int, default=None, help="at most this many samples per shard")
+    pk.add_argument("--on-error", choices=["raise", "skip"], default=None,
+                    help="bad records: fail, or skip and list them (default: the recipe's, raise for folder/csv)")
+    pk.add_argument("--strict", action="store_true", help="same as --on-error raise")
+    pk.add_argument("--resume", action="store_true", help="keep complete shards of an interrupted pack, redo the rest")
+    pk.add_argument("--overwrite", action="store_true", help="replace an existing pack in OUT")
+    pk.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    vf = sub.add_parser("verify", help="check shards against dataset.json",
+                        epilog="example:\n  shardgen verify data/demo\n  shardgen verify s3://bucket/demo",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    vf.add_argument("dataset", help="dataset folder or URL holding dataset.json")
+    vf.add_argument("--no-decode", action="store_true", help="skip decoding every clip (faster)")
+
+    st = sub.add_parser("stats", help="class histogram, durations, feature statistics",
+                        epilog="example:\n  shardgen stats data/demo --plot classes.png",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    st.add_argument("dataset", type=Path)
+    st.add_argument("--plot", type=Path, help="write a PNG bar chart of the class histogram")
+    st.add_argument("--split", default="train", help="split for feature statistics (default train)")
+    st.add_argument("--n-mels", type=int, default=128)
+    st.add_argument("--n-fft", type=int, default=1024)
+    st.add_argument("--hop-length", type=int, default=None, help="default: 10 ms")
+    st.add_argument("--max-clips", type=int, default=None, help="use at most this many clips for feature stats")
+
+    sy = sub.add_parser("synth", help="write the embedded demo dataset (csv recipe layout)",
+                        epilog="example:\n  shardgen synth data/demo-src --seed 0 --num-clips 2000",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sy.add_argument("out", type=Path)
+    sy.add_argument("--seed", type=int, default=0)
+    sy.add_argument("--num-clips", type=int, default=2000)
+    sy.add_argument("--workers", type=int, default=2)
+
+    sub.add_parser("recipes", help="list recipes and their expected layouts")
+    return p
+
+
+def cmd_pack(args: argparse.Namespace, rest: list[str]) -> int:
+    from .recipes._common import summarize
+    from .writer import PackError, PackOptions, pack
+
+    recipe = recipes.get(args.recipe)
+    rp = argparse.ArgumentParser(prog=f"shardgen pack --recipe {args.recipe}", description=recipe.__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    recipe.add_arguments(rp)
+    ropts = vars(rp.parse_args(rest))
+    on_error = "raise" if args.strict else (args.on_error or recipe.DEFAULT_ON_ERROR)
+    try:
+        collection = recipe.load(args.src, **ropts)
+        opts = PackOptions(sample_rate=args.sample_rate, codec=args.codec, channels=args.channels,
+                           max_shard_bytes=args.max_shard_bytes, max_shard_samples=args.max_shard_samples,
+                           workers=args.workers, on_error=on_error, resume=args.resume,
+                           overwrite=args.overwrite, progress=not args.no_progress)
+        result = pack(collection, args.out, opts)
+    except (RecipeError, PackError, ValueError) as e:
+        print(f"shardgen pack: error: {e}", file=sys.stderr)
+        return 2
+    m = result.manifest
+    print(f"\npacked {m['name']!r} -> {args.out} in {result.seconds:.1f} s "
+          f"({result.encoded_clips / max(result.seconds, 1e-9):.1f} clips/s, "
+          f"{result.encoded_bytes / 1e6 / max(result.seconds, 1e-9):.1f} MB/s encoded"
+          f"{f', {result.kept_shards} shard(s) kept from the interrupted run' if result.kept_shards else ''})")
+    for name, sp in m["splits"].items():
+        print(f"  {name:>10}: {sp['samples']:7d} clips  {len(sp['shards']):4d} shards  "
+              f"{sp['bytes'] / 1e6:9.1f} MB  {sp['duration'] / 3600:7.2f} h  folds {sp['folds'] or '-'}")
+    if result.problems:
+        print(f"skipped {len(result.problems)} input(s) (listed in dataset.json 'skipped'):")
+        print(summarize(result.problems))
+    return 0
+
+
+def cmd_recipes() -> int:
+    for name, module in recipes.available().items():
+        print(f"{name:16s} {module.DESCRIPTION}")
+        doc = (module.__doc__ or "").strip().split("\n", 1)
+        if len(doc) > 1:
+            print(textwrap.indent(doc[1].strip(), " " * 4))
+        print()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = _parser()
+    if argv[:1] == ["pack"] and ("-h" in argv or "--help" in argv) and "--recipe" in argv:
+        argv = [a for a in argv if a not in ("-h", "--help")] + ["--help-recipe"]
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "pack":
+        return cmd_pack(args, [a if a != "--help-recipe" else "--help" for a in rest])
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "verify":
+        from .verify import verify
+        problems = verify(args.dataset, decode=not args.no_decode)
+        return 1 if problems else 0
+    if args.command == "stats":
+        from .stats import run_stats
+        return run_stats(args)
+    if args.command == "synth":
+        from .synth import synthesize
+        out = synthesize(args.out, num_clips=args.num_clips, seed=args.seed, workers=args.workers)
+        print(f"wrote {args.num_clips} clips + background noise to {out} (csv recipe layout: metadata.csv)")
+        return 0
+    return cmd_recipes()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Helpers shared by recipes: reading publisher tables, finding audio, reporting problems."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Iterable
+
+from ..records import Problem, RecipeError
+
+AUDIO_EXTS = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aif", ".aiff", ".au"}
+
+
+def read_text(path: Path) -> str:
+    """Text of a metadata file: BOM stripped, CRLF/CR normalised, missing final newline tolerated."""
+    data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    return data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+
+
+def read_csv(path: Path, delimiter: str = ",", required: Iterable[str] = ()) -> list[dict[str, str]]:
+    """Rows of a headed CSV/TSV as dicts; a RecipeError naming the file when columns are missing."""
+    reader = csv.DictReader(io.StringIO(read_text(path)), delimiter=delimiter)
+    fields = [f.strip() for f in (reader.fieldnames or [])]
+    missing = [c for c in required if c not in fields]
+    if missing:
+        raise RecipeError(f"{path}: missing column(s) {missing}; found {fields}")
+    reader.fieldnames = fields
+    return [{k: (v.strip() if isinstance(v, str) else v) for k, v in row.items()} for row in reader]
+
+
+def audio_files(root: Path) -> list[Path]:
+    """Audio files below ``root`` in path order (hidden files ignored)."""
+    return sorted(p for p in root.rglob("*")
+                  if p.suffix.lower() in AUDIO_EXTS and p.is_file() and not p.name.startswith("."))
+
+
+def unlisted(root: Path, listed: set[Path], where: str) -> list[Problem]:
+    """Audio files in the tree that the metadata does not mention."""
+    listed = {p.resolve() for p in listed}
+    return [Problem(str(p), f"audio file not listed in {where}")
+            for p in audio_files(root) if p.resolve() not in listed]
+
+
+def summarize(problems: list[Problem], limit: int = 20) -> str:
+    """First ``limit`` problems by name, then a count of the rest."""
+    lines = [f"  {p}" for p in problems[:limit]]
+    if len(problems) > limit:
+        lines.append(f"  ... and {len(problems) - limit} more")
+    return "\n".join(lines)

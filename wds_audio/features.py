@@ -1,0 +1,87 @@
+"""Batched spectral features on any device: log-mel and MFCC (+ deltas).
+
+Definitions follow torchaudio (``MelSpectrogram``: periodic Hann window, centred frames with
+reflect padding, power 2, HTK mel scale by default) and librosa's ``power_to_db``
+(``10 * log10(max(S, amin))``, amin 1e-10, no top_db), so values can be compared with both.
+
+Example:
+    >>> import torch
+    >>> mel = LogMel(sample_rate=16000, n_fft=512, hop_length=160, n_mels=64)
+    >>> mel(torch.zeros(2, 16000)).shape
+    torch.Size([2, 64, 101])
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torchaudio.functional as AF
+from torch import nn
+
+AMIN = 1e-10
+
+
+def frames_for(num_samples: torch.Tensor | int, hop_length: int) -> torch.Tensor | int:
+    """Number of centred STFT frames covering ``num_samples`` (per clip)."""
+    return num_samples // hop_length + 1
+
+
+class LogMel(nn.Module):
+    """(B, T) waveform -> (B, n_mels, frames) log-mel power in dB."""
+
+    def __init__(self, sample_rate: int = 16000, n_fft: int = 1024, win_length: int | None = None,
+                 hop_length: int | None = None, n_mels: int = 128, f_min: float = 0.0,
+                 f_max: float | None = None, mel_scale: str = "htk", norm: str | None = None,
+                 log: bool = True) -> None:
+        super().__init__()
+        win_length = win_length or n_fft
+        hop_length = hop_length or sample_rate // 100
+        f_max = f_max or sample_rate / 2
+        if not (0 < win_length <= n_fft and hop_length > 0 and 0 <= f_min < f_max <= sample_rate / 2):
+            raise ValueError(f"bad STFT/mel settings: n_fft={n_fft} win={win_length} hop={hop_length} "
+                             f"f_min={f_min} f_max={f_max} sample_rate={sample_rate}")
+        self.sample_rate, self.n_fft, self.win_length, self.hop_length = sample_rate, n_fft, win_length, hop_length
+        self.n_mels, self.f_min, self.f_max, self.log = n_mels, f_min, f_max, log
+        self.register_buffer("window", torch.hann_window(win_length), persistent=False)
+        fb = AF.melscale_fbanks(n_fft // 2 + 1, f_min, f_max, n_mels, sample_rate, norm=norm, mel_scale=mel_scale)
+        self.register_buffer("fbanks", fb, persistent=False)  # (freq, mels)
+
+    def power_spectrogram(self, x: torch.Tensor) -> torch.Tensor:
+        spec = torch.stft(x.float(), self.n_fft, self.hop_length, self.win_length, self.window.to(x.device),
+                          center=True, pad_mode="reflect", return_complex=True)
+        return spec.real.square() + spec.imag.square()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mel = torch.matmul(self.power_spectrogram(x).transpose(-1, -2), self.fbanks.to(x.device)).transpose(-1, -2)
+        return 10.0 * torch.log10(mel.clamp_min(AMIN)) if self.log else mel
+
+
+class MFCC(nn.Module):
+    """(B, T) -> (B, n_mfcc[*(1+deltas)], frames): DCT-II (ortho) of the dB log-mel, as torchaudio's MFCC."""
+
+    def __init__(self, n_mfcc: int = 40, deltas: int = 0, **mel_kwargs: object) -> None:
+        super().__init__()
+        if deltas not in (0, 1, 2):
+            raise ValueError(f"deltas must be 0, 1 or 2, got {deltas}")
+        self.mel = LogMel(**mel_kwargs)  # type: ignore[arg-type]
+        if n_mfcc > self.mel.n_mels:
+            raise ValueError(f"n_mfcc={n_mfcc} > n_mels={self.mel.n_mels}")
+        self.deltas = deltas
+        self.register_buffer("dct", AF.create_dct(n_mfcc, self.mel.n_mels, "ortho"), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = torch.matmul(self.mel(x).transpose(-1, -2), self.dct.to(x.device)).transpose(-1, -2)
+        feats = [c]
+        for _ in range(self.deltas):
+            feats.append(AF.compute_deltas(feats[-1]))
+        return torch.cat(feats, dim=-2)
+
+
+def frame_mask(lengths: torch.Tensor, hop_length: int, num_frames: int) -> torch.Tensor:
+    """(B, frames) bool: frames that hold real audio (not padding)."""
+    n = frames_for(lengths, hop_length).clamp(max=num_frames)
+    return torch.arange(num_frames, device=lengths.device)[None, :] < n[:, None]
+
+
+def db_to_amplitude(db: float) -> float:
+    return math.pow(10.0, db / 20.0)
