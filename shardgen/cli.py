@@ -78,15 +78,20 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _recipe_parser(name: str) -> argparse.ArgumentParser:
+    recipe = recipes.get(name)
+    rp = argparse.ArgumentParser(prog=f"shardgen pack --recipe {name} SRC OUT", description=recipe.__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    recipe.add_arguments(rp)
+    return rp
+
+
 def cmd_pack(args: argparse.Namespace, rest: list[str]) -> int:
     from .recipes._common import summarize
     from .writer import PackError, PackOptions, pack
 
     recipe = recipes.get(args.recipe)
-    rp = argparse.ArgumentParser(prog=f"shardgen pack --recipe {args.recipe}", description=recipe.__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    recipe.add_arguments(rp)
-    ropts = vars(rp.parse_args(rest))
+    ropts = vars(_recipe_parser(args.recipe).parse_args(rest))
     on_error = "raise" if args.strict else (args.on_error or recipe.DEFAULT_ON_ERROR)
     try:
         collection = recipe.load(args.src, **ropts)
@@ -125,11 +130,12 @@ def cmd_recipes() -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = _parser()
-    if argv[:1] == ["pack"] and ("-h" in argv or "--help" in argv) and "--recipe" in argv:
-        argv = [a for a in argv if a not in ("-h", "--help")] + ["--help-recipe"]
+    if argv[:1] == ["pack"] and ("-h" in argv or "--help" in argv) and "--recipe" in argv[:-1]:
+        _recipe_parser(argv[argv.index("--recipe") + 1]).print_help()  # the recipe's layout and options
+        return 0
     args, rest = parser.parse_known_args(argv)
     if args.command == "pack":
-        return cmd_pack(args, [a if a != "--help-recipe" else "--help" for a in rest])
+        return cmd_pack(args, rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "verify":

@@ -114,8 +114,9 @@ def check_shard(base: str, shard: dict[str, Any], manifest: dict[str, Any], deco
     return problems
 
 
-def verify(dataset: str, decode: bool = True, out=sys.stdout, progress: bool = True) -> list[str]:
+def verify(dataset: str, decode: bool = True, out=None, progress: bool = True) -> list[str]:
     """Check every shard of ``dataset`` (folder or URL); print and return the problems."""
+    out = out or sys.stdout
     base = str(dataset)
     try:
         manifest = json.loads(_read(base, "dataset.json"))
