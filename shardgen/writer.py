@@ -1,6 +1,6 @@
 """Records -> size-targeted tar shards, DALI indexes and ``dataset.json``.
 
-Deterministic: records are grouped by (split, fold), sorted by key, encoded (in parallel,
+Deterministic: records are grouped by (split, fold), put in key-hash order, encoded (in parallel,
 results consumed in order) and cut into shards by encoded size alone, so the bytes do not
 depend on ``workers``. Atomic: every file is written under a temporary name and renamed
 when complete, the index before its tar, the manifest last. Resumable: each finished
@@ -195,12 +195,19 @@ def validate(collection: Collection, on_error: str) -> tuple[list[Record], list[
     return good, problems
 
 
+def write_order(key: str) -> tuple[bytes, str]:
+    """Samples are written in the order of a hash of their key: deterministic like key order,
+    but class-mixed, since many publishers' keys sort by class (``yes/…``, ``blues.000…``) and a
+    class-sorted shard makes every streamed window single-class."""
+    return hashlib.blake2b(key.encode(), digest_size=8).digest(), key
+
+
 def plan_groups(records: list[Record]) -> list[tuple[tuple[str, int | None], list[Record]]]:
     groups: dict[tuple[str, int | None], list[Record]] = {}
     for r in records:
         groups.setdefault((r.split, r.fold), []).append(r)
     order = sorted(groups, key=lambda g: (g[0], -1 if g[1] is None else g[1]))
-    return [(g, sorted(groups[g], key=lambda r: r.key)) for g in order]
+    return [(g, sorted(groups[g], key=lambda r: write_order(r.key))) for g in order]
 
 
 def fingerprint(collection: Collection, opts: PackOptions) -> str:

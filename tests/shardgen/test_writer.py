@@ -91,7 +91,10 @@ def test_multi_label_has_no_cls_and_single_label_has_cls(tmp_path: Path) -> None
     m = json.loads((out / MANIFEST).read_text())
     assert m["classes"] == ["cat", "dog"] and not m["multi_label"]
     samples = list(wds.WebDataset(str(out / m["splits"]["train"]["shards"][0]["path"]), shardshuffle=False))
-    assert [s["cls"] for s in samples] == [b"0", b"0", b"1", b"1"]
+    assert sorted((s["__key__"], s["cls"]) for s in samples) == [
+        ("cat_cat0", b"0"), ("cat_cat1", b"0"), ("dog_dog0", b"1"), ("dog_dog1", b"1")]
+    from shardgen.writer import write_order
+    assert [s["__key__"] for s in samples] == sorted((s["__key__"] for s in samples), key=write_order)
     assert all("wav" in s for s in samples)  # 16-bit PCM WAV at the target rate is kept as WAV
 
 
