@@ -10,8 +10,8 @@ folder genres_original/; either is accepted, as .au or .wav)::
 GTZAN ships no splits. ``--split filtered`` (default) uses the fault-filtered,
 artist-conditional lists of Kereliuk et al. 2015 (930 excerpts with no artist on two sides);
 ``--split stratified`` the random genre-stratified 50/25/25 lists. Both are read from
-``--splits DIR`` (default: SRC), e.g. the gtzan/ folder of github.com/coreyker/dnn-mgr or
-GTZAN_split/ of github.com/jongpillee/music_dataset_split. Splits ``train``, ``valid``,
+``--splits DIR`` (default: SRC), e.g. the gtzan/ folder of github.com/coreyker/dnn-mgr (both
+rules) or GTZAN_split/ of github.com/jongpillee/music_dataset_split (filtered). Splits ``train``, ``valid``,
 ``test``; fold None; group empty (GTZAN has no artist ids; the filtered lists already keep
 artists apart). Classes: blues, classical, country, disco, hiphop, jazz, metal, pop, reggae,
 rock. The known-corrupt jazz.00054 is skipped and reported; files in no chosen list are reported.
