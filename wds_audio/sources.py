@@ -1,60 +1,843 @@
 """URL schemes, dispatched from one table: local path, file://, http(s)://, s3://, gs://, pipe:.
 
+Remote objects (http, https, s3, gs) are read as one byte stream that survives the network:
+each request has connect/read timeouts; when a connection drops, stalls, ends early or answers
+with a 5xx, the stream reopens at the byte it had reached (HTTP ``Range`` / S3 ranged GET),
+after an exponential backoff with jitter, and goes on, so a tar reader on top never sees a gap
+or a duplicate. After ``SourceOptions.retries`` retries of one shard it raises SourceError.
+With a sha256 (from dataset.json) the bytes are checked: a streamed shard when its last byte
+is read, a fetched shard (``fetch_shard``: into memory or the cache) before any byte is used.
+
+s3:// goes through s3fs and gs:// through gcsfs (both via fsspec); endpoint, region and
+credentials come from the usual environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...,
+GOOGLE_APPLICATION_CREDENTIALS) and are never logged. Error messages drop credentials and
+query strings from URLs.
+
 Example:
-    >>> from wds_audio.sources import read_bytes     # doctest: +SKIP
+    >>> from wds_audio.sources import SourceOptions, open_shard, read_bytes   # doctest: +SKIP
     >>> manifest = read_bytes("s3://bucket/esc50/dataset.json")
+    >>> opts = SourceOptions(timeout_s=10, retries=5)
+    >>> with open_shard("https://host/esc50/train/fold1-000000.tar", options=opts) as f:
+    ...     tar_bytes = f.read()
 """
 from __future__ import annotations
 
+import hashlib
+import http.client
+import io
+import logging
+import os
+import queue
+import random
+import re
 import subprocess
+import threading
+import time
+import urllib.error
 import urllib.request
-from pathlib import Path
-from typing import BinaryIO, Callable
-from urllib.parse import urlparse
+from collections import Counter as _Counter
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Protocol
+from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
+
+log = logging.getLogger(__name__)
+
+REMOTE = frozenset({"http", "https", "s3", "gs", "gcs"})
 
 
-def _local(url: str) -> BinaryIO:
-    path = url[len("file://"):] if url.startswith("file://") else url
-    return open(Path(path), "rb")
+@dataclass
+class SourceOptions:
+    """How shards are read. Times are in seconds, sizes in bytes.
+
+    timeout_s: connect timeout and the longest a read may wait for data (a stall).
+    retries: retries per shard (so ``retries + 1`` tries) before SourceError.
+    backoff_s, max_backoff_s: the n-th retry waits about ``backoff_s * 2**(n-1)`` (capped),
+        jittered to between half and all of it so workers do not retry in lockstep.
+    chunk_bytes: size of each ranged GET for s3/gs, and the read buffer.
+    cache_dir, cache_bytes: a local ShardCache for remote shards that have a sha256
+        (None: no cache; cache_bytes None: no size limit).
+    prefetch: shards opened / downloaded ahead of the one being read (0: none).
+    verify_local: also check local files against their sha256 (remote ones always are).
+    stale_tmp_s: cache temporaries untouched this long are left over from a killed run.
+    """
+
+    timeout_s: float = 30.0
+    retries: int = 5
+    backoff_s: float = 0.5
+    max_backoff_s: float = 30.0
+    chunk_bytes: int = 4 << 20
+    cache_dir: str | None = None
+    cache_bytes: int | None = None
+    prefetch: int = 1
+    verify_local: bool = False
+    stale_tmp_s: float = 1800.0
+
+    def __post_init__(self) -> None:
+        if self.timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
+        if self.retries < 0 or self.prefetch < 0:
+            raise ValueError(f"retries and prefetch must be >= 0, got {self.retries}, {self.prefetch}")
+        if self.backoff_s < 0 or self.max_backoff_s < 0:
+            raise ValueError("backoff_s and max_backoff_s must be >= 0")
+        if self.chunk_bytes < 4096:
+            raise ValueError(f"chunk_bytes must be >= 4096, got {self.chunk_bytes}")
+        if self.cache_bytes is not None and self.cache_bytes <= 0:
+            raise ValueError(f"cache_bytes must be positive or None, got {self.cache_bytes}")
+
+    def backoff(self, retry: int, rng: random.Random) -> float:
+        """Seconds to wait before retry number ``retry`` (1-based)."""
+        full = min(self.max_backoff_s, self.backoff_s * 2 ** (retry - 1))
+        return full * (0.5 + 0.5 * rng.random())
 
 
-def _http(url: str) -> BinaryIO:
-    return urllib.request.urlopen(url, timeout=30)  # noqa: S310 - scheme checked by the table
+class SourceError(Exception):
+    """A shard could not be read: ``url``, a short ``reason`` ("timeout", "http 503", ...),
+    the ``retries`` spent on it and the byte ``offset`` reached."""
+
+    def __init__(self, url: str, reason: str, retries: int = 0, offset: int | None = None) -> None:
+        super().__init__(url, reason, retries, offset)
+        self.url, self.reason, self.retries, self.offset = url, reason, retries, offset
+
+    def __str__(self) -> str:
+        msg = f"{redact(self.url)}: {self.reason}"
+        if self.retries:
+            msg += f" (after {self.retries} retries)"
+        if self.offset:
+            msg += f" at byte {self.offset}"
+        return msg
 
 
-def _fsspec(url: str) -> BinaryIO:
+class SourceMetrics:
+    """Thread-safe counters of the source layer; ``as_dict()`` gives a plain, picklable dict.
+
+    Counters: bytes_read, opens, resumes, failed_shards, cache_hits, cache_misses,
+    cache_evictions, cache_evicted_bytes, cache_corrupt, cache_too_big, prefetch_wait_s, and
+    retries by reason (``retries`` in as_dict, with their sum in ``retries_total``).
+    """
+
+    NAMES = ("bytes_read", "opens", "resumes", "failed_shards", "cache_hits", "cache_misses",
+             "cache_evictions", "cache_evicted_bytes", "cache_corrupt", "cache_too_big", "prefetch_wait_s")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, float] = dict.fromkeys(self.NAMES, 0)
+        self._retries: _Counter[str] = _Counter()
+
+    def add(self, name: str, n: int | float = 1) -> None:
+        with self._lock:
+            self._counts[name] = self._counts.get(name, 0) + n
+
+    def add_retry(self, reason: str) -> None:
+        with self._lock:
+            self._retries[reason] += 1
+
+    def __getitem__(self, name: str) -> float:
+        with self._lock:
+            return self._counts.get(name, 0)
+
+    def retries(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._retries)
+
+    def as_dict(self) -> dict[str, Any]:
+        with self._lock:
+            out: dict[str, Any] = dict(self._counts)
+            out["retries"] = dict(self._retries)
+            out["retries_total"] = sum(self._retries.values())
+            return out
+
+    def merge(self, other: dict[str, Any]) -> None:
+        """Add an ``as_dict()`` from elsewhere (e.g. a DataLoader worker) into these counters."""
+        with self._lock:
+            for k, v in other.items():
+                if k == "retries":
+                    self._retries.update(v)
+                elif k != "retries_total":
+                    self._counts[k] = self._counts.get(k, 0) + v
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.as_dict()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__()  # type: ignore[misc]
+        self.merge(state)
+
+
+def redact(url: str) -> str:
+    """``url`` without user:password and query string (pre-signed URLs carry signatures there)."""
+    if url.startswith("pipe:"):
+        return url
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, netloc, parts.path, "…" if parts.query else "", ""))
+
+
+# ---- failures: which ones are worth a retry, and what to call them ----------------------------
+
+
+class _HTTPStatus(Exception):
+    def __init__(self, code: int, message: str = "") -> None:
+        super().__init__(code, message)
+        self.code = code
+
+    def __str__(self) -> str:
+        return f"HTTP {self.code} {self.args[1]}".strip()
+
+
+class _Truncated(Exception):
+    """The body ended before the object's size."""
+
+
+_FATAL = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, TypeError,
+          ValueError, AttributeError, KeyError, IndexError, NameError, ImportError, NotImplementedError,
+          AssertionError)
+_FATAL_NAMES = ("Credentials", "ParamValidation", "InvalidConfig", "UnknownService")
+
+
+def _chain(e: BaseException | None) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        reason = getattr(e, "reason", None)
+        if isinstance(e, urllib.error.URLError) and isinstance(reason, BaseException):
+            e = reason
+        else:
+            e = e.__cause__ or e.__context__
+
+
+def _status_of(e: BaseException) -> int | None:
+    for x in _chain(e):
+        if isinstance(x, _HTTPStatus):
+            return x.code
+        resp = getattr(x, "response", None)  # botocore ClientError
+        if isinstance(resp, dict):
+            code = resp.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if isinstance(code, int):
+                return code
+    return None
+
+
+def reason_of(e: BaseException) -> str:
+    """A short, stable label for a failure: timeout, reset, refused, truncated, http <code>, ..."""
+    status = _status_of(e)
+    if status is not None:
+        return f"http {status}"
+    if isinstance(e, FileNotFoundError):
+        return "not found"
+    if isinstance(e, PermissionError):
+        return "permission denied"
+    for x in _chain(e):
+        name = type(x).__name__
+        if isinstance(x, _Truncated) or isinstance(x, http.client.IncompleteRead) or "Payload" in name \
+                or "IncompleteRead" in name:
+            return "truncated"
+        if isinstance(x, TimeoutError) or "Timeout" in name:
+            return "timeout"
+        if isinstance(x, ConnectionRefusedError):
+            return "refused"
+        if isinstance(x, (ConnectionError, http.client.RemoteDisconnected)) or "Disconnect" in name:
+            return "reset"
+    return f"error: {type(e).__name__}: {e}"[:200]
+
+
+def _retriable(e: BaseException) -> bool:
+    status = _status_of(e)
+    if status is not None:
+        return status >= 500 or status in (408, 425, 429)
+    # botocore's configuration errors (no credentials, bad parameters) will not heal by waiting
+    return not isinstance(e, _FATAL) and not any(w in type(e).__name__ for w in _FATAL_NAMES)
+
+
+# ---- openers: one request for the bytes from an offset ---------------------------------------
+
+
+class _Body(Protocol):
+    def read(self, n: int) -> bytes: ...
+    def close(self) -> None: ...
+
+
+class _Opener(Protocol):
+    def open_at(self, offset: int, total: int | None) -> tuple[_Body, int | None]: ...
+
+
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+
+
+class _HttpOpener:
+    def __init__(self, url: str, options: SourceOptions) -> None:
+        self.url, self.options = url, options
+        self.etag: str | None = None
+
+    def open_at(self, offset: int, total: int | None) -> tuple[_Body, int | None]:
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        req = urllib.request.Request(self.url, headers=headers)
+        try:
+            resp = urllib.request.urlopen(req, timeout=self.options.timeout_s)  # noqa: S310 - scheme from the table
+        except urllib.error.HTTPError as e:
+            e.close()
+            raise _HTTPStatus(e.code, str(e.reason)) from None
+        try:
+            return resp, self._check(resp, offset)
+        except BaseException:
+            resp.close()
+            raise
+
+    def _check(self, resp: http.client.HTTPResponse, offset: int) -> int | None:
+        etag = resp.headers.get("ETag")
+        if self.etag and etag and etag != self.etag:
+            raise SourceError(self.url, f"object changed while reading (ETag {self.etag} -> {etag})", 0, offset)
+        self.etag = self.etag or etag
+        length = resp.headers.get("Content-Length")
+        if resp.status == 206:
+            m = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
+            if not m or int(m.group(1)) != offset:
+                raise SourceError(self.url, f"server answered Range {offset}- with "
+                                            f"Content-Range {resp.headers.get('Content-Range')!r}", 0, offset)
+            return None if m.group(3) == "*" else int(m.group(3))
+        if offset:
+            # The server ignored Range: skip what was already delivered.
+            _skip(resp, offset)
+        return int(length) if length is not None else None
+
+
+def _skip(body: _Body, n: int) -> None:
+    while n > 0:
+        got = body.read(min(n, 1 << 20))
+        if not got:
+            raise _Truncated(f"body ended while skipping to the resume offset ({n} bytes short)")
+        n -= len(got)
+
+
+class _RangeBody:
+    """Reads an fsspec object from ``start`` as a series of ranged GETs of ``chunk`` bytes."""
+
+    def __init__(self, fs: Any, path: str, start: int, total: int, chunk: int) -> None:
+        self.fs, self.path, self.pos, self.total, self.chunk = fs, path, start, total, chunk
+        self.buf = memoryview(b"")
+
+    def read(self, n: int) -> bytes:
+        if not self.buf:
+            if self.pos >= self.total:
+                return b""
+            data = self.fs.cat_file(self.path, start=self.pos, end=min(self.pos + self.chunk, self.total))
+            self.pos += len(data)
+            self.buf = memoryview(data)
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return bytes(out)
+
+    def close(self) -> None:
+        self.buf = memoryview(b"")
+
+
+_FS_CACHE: dict[tuple[Any, ...], Any] = {}
+_FS_LOCK = threading.Lock()
+_FS_PACKAGES = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs"}
+_ENV_KEYS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_REGION",
+             "AWS_DEFAULT_REGION", "GOOGLE_APPLICATION_CREDENTIALS", "STORAGE_EMULATOR_HOST")
+
+
+def _filesystem(protocol: str, options: SourceOptions) -> Any:
+    """One private filesystem per (process, protocol, timeout, environment).
+
+    Private, so its own retries can be turned off (ours are counted and backed off) without
+    changing an instance fsspec hands to other code; keyed by a hash of the environment so a
+    changed endpoint or credential gives a new client (the values themselves are not kept).
+    """
+    env = hashlib.sha256(repr([os.environ.get(k) for k in _ENV_KEYS]).encode()).hexdigest()
+    key = (os.getpid(), protocol, options.timeout_s, env)
+    with _FS_LOCK:
+        if key not in _FS_CACHE:
+            _FS_CACHE[key] = _make_filesystem(protocol, options)
+        return _FS_CACHE[key]
+
+
+def _make_filesystem(protocol: str, options: SourceOptions) -> Any:
+    package = _FS_PACKAGES[protocol]
     try:
-        import fsspec
-    except ImportError as e:  # pragma: no cover - fsspec ships with the remote extra
-        raise RuntimeError(f"{url}: install wds-audio[remote] for s3:// and gs:// URLs") from e
-    return fsspec.open(url, "rb").open()
+        __import__(package)
+    except ImportError as e:
+        raise ImportError(f"{protocol}:// URLs need the {package} package: pip install 'wds-audio[remote]' "
+                          f"(or pip install {package})") from e
+    if protocol == "s3":
+        import s3fs
+
+        fs = s3fs.S3FileSystem(skip_instance_cache=True, config_kwargs={
+            "connect_timeout": options.timeout_s, "read_timeout": options.timeout_s,
+            "retries": {"total_max_attempts": 1}})
+        fs.retries = 1  # s3fs's own retry loop: one try, this module retries
+        return fs
+    import gcsfs  # pragma: no cover - not installed in the test environment
+
+    return gcsfs.GCSFileSystem(skip_instance_cache=True, timeout=options.timeout_s)  # pragma: no cover
 
 
-def _pipe(url: str) -> BinaryIO:
-    proc = subprocess.Popen(url[len("pipe:"):], shell=True, stdout=subprocess.PIPE)  # noqa: S602 - user's own command
-    return proc.stdout  # type: ignore[return-value]
+class _FsspecOpener:
+    def __init__(self, url: str, options: SourceOptions) -> None:
+        self.url, self.options = url, options
+        self.fs = _filesystem(scheme_of(url), options)
+
+    def open_at(self, offset: int, total: int | None) -> tuple[_Body, int | None]:
+        if total is None:
+            total = int(self.fs.size(self.url))
+        return _RangeBody(self.fs, self.url, offset, total, self.options.chunk_bytes), total
 
 
-SCHEMES: dict[str, Callable[[str], BinaryIO]] = {
-    "": _local, "file": _local, "http": _http, "https": _http, "s3": _fsspec, "gs": _fsspec, "gcs": _fsspec, "pipe": _pipe,
+# ---- the resuming stream ----------------------------------------------------------------------
+
+
+class _ResumingStream(io.RawIOBase):
+    """One logical byte stream over as many requests as the network needs."""
+
+    def __init__(self, url: str, opener: _Opener, options: SourceOptions, metrics: SourceMetrics,
+                 expected_bytes: int | None, expected_sha256: str | None) -> None:
+        super().__init__()
+        self.url, self._opener, self._opt, self._metrics = url, opener, options, metrics
+        self._expected_bytes = expected_bytes
+        self._expected_sha = expected_sha256
+        self._sha = hashlib.sha256() if expected_sha256 else None
+        self._total = expected_bytes
+        self._pos = 0
+        self._body: _Body | None = None
+        self._failures = 0
+        self._done = False
+        self._rng = random.Random()  # jitter only; independent per stream on purpose
+        self._attempt(self._connect)  # errors such as 404 surface at open time
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if self._done:
+            return 0
+        view = memoryview(b).cast("B")
+        return self._attempt(lambda: self._read_some(view))
+
+    def close(self) -> None:
+        self._drop_body()
+        super().close()
+
+    @property
+    def offset(self) -> int:
+        return self._pos
+
+    def _connect(self) -> None:
+        body, total = self._opener.open_at(self._pos, self._total)
+        self._metrics.add("opens")
+        if self._pos:
+            self._metrics.add("resumes")
+        if total is not None and self._total is not None and total != self._total:
+            self._drop_body(body)
+            what = "dataset.json says" if self._expected_bytes is not None else "it was"
+            self._give_up(f"object is {total} bytes, {what} {self._total}")
+        self._total = total if total is not None else self._total
+        self._body = body
+        if self._total == 0:
+            self._finish()
+
+    def _read_some(self, view: memoryview) -> int:
+        if self._body is None:
+            self._connect()
+            if self._done:
+                return 0
+        assert self._body is not None
+        # read1: whatever has arrived, so bytes received before a drop count as progress
+        read = getattr(self._body, "read1", self._body.read)
+        data = read(len(view))
+        if not data:
+            if self._total is not None and self._pos < self._total:
+                raise _Truncated(f"body ended at byte {self._pos} of {self._total}")
+            self._finish()
+            return 0
+        n = len(data)
+        view[:n] = data
+        self._pos += n
+        self._metrics.add("bytes_read", n)
+        if self._sha is not None:
+            self._sha.update(data)
+        if self._total is not None and self._pos >= self._total:
+            self._finish()  # check as soon as the last byte arrives: tar readers stop before EOF
+        return n
+
+    def _finish(self) -> None:
+        self._done = True
+        self._drop_body()
+        if self._expected_bytes is not None and self._pos != self._expected_bytes:
+            self._give_up(f"object is {self._pos} bytes, dataset.json says {self._expected_bytes}")
+        if self._sha is not None and self._sha.hexdigest() != self._expected_sha:
+            self._give_up(f"sha256 mismatch: got {self._sha.hexdigest()}, expected {self._expected_sha}")
+
+    def _attempt(self, step: Callable[[], Any]) -> Any:
+        while True:
+            try:
+                return step()
+            except SourceError:
+                raise
+            except Exception as e:  # noqa: BLE001 - classified below, fatal ones re-raised as SourceError
+                self._on_failure(e)
+
+    def _on_failure(self, e: Exception) -> None:
+        self._drop_body()
+        reason = reason_of(e)
+        if not _retriable(e):
+            self._give_up(reason, e)
+        if self._failures >= self._opt.retries:
+            self._give_up(reason, e)
+        self._failures += 1
+        self._metrics.add_retry(reason)
+        delay = self._opt.backoff(self._failures, self._rng)
+        log.info("%s: %s at byte %d; retry %d/%d in %.2fs", redact(self.url), reason, self._pos,
+                 self._failures, self._opt.retries, delay)
+        time.sleep(delay)
+
+    def _give_up(self, reason: str, cause: BaseException | None = None) -> None:
+        self._done = True
+        self._drop_body()
+        self._metrics.add("failed_shards")
+        err = SourceError(self.url, reason, self._failures, self._pos)
+        log.warning("%s", err)
+        raise err from cause
+
+    def _drop_body(self, body: _Body | None = None) -> None:
+        if body is None:
+            body = self._body
+        if body is self._body:
+            self._body = None
+        if body is not None:
+            try:
+                body.close()
+            except Exception:  # noqa: BLE001 - a broken connection may fail to close; it is gone anyway
+                pass
+
+
+# ---- local files and pipes --------------------------------------------------------------------
+
+
+class _VerifyingReader(io.RawIOBase):
+    """A local file checked against its sha256 when its last byte is read."""
+
+    def __init__(self, url: str, f: BinaryIO, size: int, sha256: str, metrics: SourceMetrics) -> None:
+        super().__init__()
+        self.url, self._f, self._size, self._expected, self._metrics = url, f, size, sha256, metrics
+        self._sha = hashlib.sha256()
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        n = self._f.readinto(b)  # type: ignore[attr-defined]
+        if n:
+            self._sha.update(memoryview(b)[:n])
+            self._pos += n
+            self._metrics.add("bytes_read", n)
+        if self._pos >= self._size and self._sha is not None:
+            got, self._sha = self._sha.hexdigest(), None  # type: ignore[assignment]
+            if got != self._expected:
+                self._metrics.add("failed_shards")
+                raise SourceError(self.url, f"sha256 mismatch: got {got}, expected {self._expected}", 0, self._pos)
+        return n
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+
+def _local_path(url: str) -> str:
+    if not url.startswith("file:"):
+        return url
+    parts = urlparse(url)
+    if parts.netloc not in ("", "localhost"):
+        raise SourceError(url, f"file:// URL names host {parts.netloc!r}; only local files can be opened")
+    return urllib.request.url2pathname(unquote(parts.path))
+
+
+def _open_local(url: str, options: SourceOptions, metrics: SourceMetrics, expected_bytes: int | None,
+                expected_sha256: str | None) -> BinaryIO:
+    path = _local_path(url)
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        metrics.add("failed_shards")
+        raise SourceError(url, f"cannot open {path}: {e.strerror or e}") from e
+    metrics.add("opens")
+    size = os.fstat(f.fileno()).st_size
+    if expected_bytes is not None and size != expected_bytes:
+        f.close()
+        metrics.add("failed_shards")
+        raise SourceError(url, f"file is {size} bytes, dataset.json says {expected_bytes}")
+    if options.verify_local and expected_sha256:
+        return io.BufferedReader(_VerifyingReader(url, f, size, expected_sha256, metrics))  # type: ignore[return-value]
+    return f
+
+
+class _PipeReader(io.RawIOBase):
+    """stdout of a shell command; a non-zero exit status is an error at end of stream."""
+
+    def __init__(self, url: str, metrics: SourceMetrics) -> None:
+        super().__init__()
+        self.url, self._metrics = url, metrics
+        self._proc = subprocess.Popen(url[len("pipe:"):], shell=True, stdout=subprocess.PIPE)  # noqa: S602 - user's own command
+        metrics.add("opens")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        assert self._proc.stdout is not None
+        n = self._proc.stdout.readinto(b)  # type: ignore[attr-defined]
+        if n:
+            self._metrics.add("bytes_read", n)
+            return n
+        rc = self._proc.wait()
+        if rc != 0:
+            self._metrics.add("failed_shards")
+            raise SourceError(self.url, f"command exited with status {rc}")
+        return 0
+
+    def close(self) -> None:
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # stopped reading early and the command did not notice
+            self._proc.kill()
+            self._proc.wait()
+        super().close()
+
+
+def _open_pipe(url: str, options: SourceOptions, metrics: SourceMetrics, expected_bytes: int | None,
+               expected_sha256: str | None) -> BinaryIO:
+    return io.BufferedReader(_PipeReader(url, metrics))  # type: ignore[return-value]
+
+
+def _open_remote(url: str, options: SourceOptions, metrics: SourceMetrics, expected_bytes: int | None,
+                 expected_sha256: str | None) -> BinaryIO:
+    opener: _Opener = _HttpOpener(url, options) if scheme_of(url) in ("http", "https") else _FsspecOpener(url, options)
+    raw = _ResumingStream(url, opener, options, metrics, expected_bytes, expected_sha256)
+    return io.BufferedReader(raw, buffer_size=min(options.chunk_bytes, 1 << 20))  # type: ignore[return-value]
+
+
+Open = Callable[[str, SourceOptions, SourceMetrics, "int | None", "str | None"], BinaryIO]
+
+SCHEMES: dict[str, Open] = {
+    "": _open_local, "file": _open_local, "http": _open_remote, "https": _open_remote,
+    "s3": _open_remote, "gs": _open_remote, "gcs": _open_remote, "pipe": _open_pipe,
 }
 
 
 def scheme_of(url: str) -> str:
+    """The table key of ``url``: "" for a plain path (including ``C:`` drive letters)."""
     if url.startswith("pipe:"):
         return "pipe"
     s = urlparse(url).scheme
-    return "" if len(s) <= 1 else s  # "C:" style drive letters are local
+    return "" if len(s) <= 1 else s
 
 
-def open_url(url: str) -> BinaryIO:
-    """A readable binary stream for ``url``; ValueError for an unknown scheme."""
+def _check_scheme(url: str) -> str:
     scheme = scheme_of(url)
     if scheme not in SCHEMES:
-        raise ValueError(f"{url}: unsupported URL scheme {scheme!r}; known: {sorted(k for k in SCHEMES if k)}")
-    return SCHEMES[scheme](url)
+        raise ValueError(f"{redact(url)}: unsupported URL scheme {scheme!r}; known: {sorted(k for k in SCHEMES if k)}")
+    return scheme
 
 
-def read_bytes(url: str) -> bytes:
-    with open_url(url) as f:
+# ---- public entry points ----------------------------------------------------------------------
+
+
+def open_shard(url: str, *, options: SourceOptions | None = None, expected_bytes: int | None = None,
+               expected_sha256: str | None = None, metrics: SourceMetrics | None = None) -> BinaryIO:
+    """A readable stream of the whole object at ``url``, resumed across network failures.
+
+    With ``options.cache_dir`` set, a remote shard with a sha256 is fetched whole into the cache
+    (or found there) and the cached file is returned. Raises SourceError when the object cannot
+    be read (after the retries, for the failures worth retrying).
+
+    Example:
+        >>> with open_shard("http://127.0.0.1:8000/train/fold1-000000.tar",      # doctest: +SKIP
+        ...                 options=SourceOptions(timeout_s=5), expected_sha256=sha) as f:
+        ...     for member in tarfile.open(fileobj=f, mode="r|"):
+        ...         ...
+    """
+    options = options or SourceOptions()
+    metrics = metrics if metrics is not None else SourceMetrics()
+    scheme = _check_scheme(url)
+    if scheme in REMOTE and options.cache_dir and expected_sha256:
+        return _open_cached(url, options, metrics, expected_bytes, expected_sha256)
+    return SCHEMES[scheme](url, options, metrics, expected_bytes, expected_sha256)
+
+
+def fetch_shard(url: str, *, options: SourceOptions | None = None, expected_bytes: int | None = None,
+                expected_sha256: str | None = None, metrics: SourceMetrics | None = None) -> BinaryIO:
+    """Like open_shard, but a remote shard is downloaded whole (into memory, or the cache when
+    configured) and checked against its sha256 before it is returned: meant for ``prefetch``,
+    so the download happens in the background and a damaged shard is refetched once before
+    any of its samples is used. Local files and pipes are simply opened.
+
+    Example:
+        >>> opts = SourceOptions(prefetch=2)                                        # doctest: +SKIP
+        >>> fetch = lambda u: fetch_shard(u, options=opts, expected_sha256=sha_of[u])
+        >>> for url, f in prefetch(urls, fetch, opts.prefetch):
+        ...     ...
+    """
+    options = options or SourceOptions()
+    metrics = metrics if metrics is not None else SourceMetrics()
+    scheme = _check_scheme(url)
+    if scheme not in REMOTE:
+        return SCHEMES[scheme](url, options, metrics, expected_bytes, expected_sha256)
+    if options.cache_dir and expected_sha256:
+        return _open_cached(url, options, metrics, expected_bytes, expected_sha256)
+    for attempt in range(2):
+        buf = io.BytesIO()
+        _download(url, buf, options, metrics, expected_bytes, None)
+        got = hashlib.sha256(buf.getbuffer()).hexdigest() if expected_sha256 else None
+        if got == expected_sha256:
+            buf.seek(0)
+            return buf
+        if attempt:
+            metrics.add("failed_shards")
+            raise SourceError(url, f"sha256 mismatch: got {got}, expected {expected_sha256}", 1)
+        metrics.add_retry("checksum")  # one full refetch: a resume may have spliced two versions
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _download(url: str, out: Any, options: SourceOptions, metrics: SourceMetrics,
+              expected_bytes: int | None, expected_sha256: str | None) -> None:
+    with _open_remote(url, options, metrics, expected_bytes, expected_sha256) as src:
+        while chunk := src.read(options.chunk_bytes):
+            out.write(chunk)
+
+
+_CACHES: dict[tuple[Any, ...], Any] = {}
+
+
+def _cache_for(options: SourceOptions) -> Any:
+    from .cache import ShardCache
+
+    key = (os.getpid(), os.path.abspath(options.cache_dir or ""), options.cache_bytes, options.stale_tmp_s)
+    with _FS_LOCK:
+        if key not in _CACHES:
+            _CACHES[key] = ShardCache(options.cache_dir, options.cache_bytes,  # type: ignore[arg-type]
+                                      stale_s=options.stale_tmp_s)
+        return _CACHES[key]
+
+
+def _open_cached(url: str, options: SourceOptions, metrics: SourceMetrics, expected_bytes: int | None,
+                 expected_sha256: str) -> BinaryIO:
+    from .cache import ChecksumMismatch
+
+    cache = _cache_for(options)
+
+    def fill(out: Any) -> None:
+        # The cache hashes what is written; the stream need not hash it again.
+        _download(url, out, options, metrics, expected_bytes, None)
+
+    for attempt in range(2):
+        try:
+            return cache.open(url, expected_sha256, fill, expected_bytes=expected_bytes, metrics=metrics)
+        except ChecksumMismatch as e:
+            if attempt:
+                metrics.add("failed_shards")
+                raise SourceError(url, f"sha256 mismatch: got {e.actual}, expected {e.expected}", 1) from e
+            metrics.add_retry("checksum")
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+_DONE = object()
+
+
+def prefetch(urls: Iterable[str], open_fn: Callable[[str], BinaryIO], depth: int = 1, *,
+             metrics: SourceMetrics | None = None) -> Iterator[tuple[str, BinaryIO | Exception]]:
+    """``(url, stream or exception)`` in the order of ``urls``, opened ``depth`` ahead by a thread.
+
+    The thread calls ``open_fn`` (use ``fetch_shard`` to download remote shards whole) for at most
+    ``depth`` shards the consumer has not taken yet, so memory stays bounded. An exception from
+    ``open_fn`` is delivered in its place, not raised: the caller's error policy decides. Leaving
+    the loop early stops the thread and closes what it had opened. ``depth=0`` opens in the
+    caller's thread. Time the consumer waits is added to ``metrics["prefetch_wait_s"]``.
+
+    Example:
+        >>> for url, f in prefetch(urls, lambda u: fetch_shard(u, options=opts), depth=2):  # doctest: +SKIP
+        ...     if isinstance(f, Exception):
+        ...         log.warning("skipping %s: %s", url, f); continue
+        ...     with f:
+        ...         consume(f)
+    """
+    if depth <= 0:
+        yield from _open_each(urls, open_fn)
+        return
+    q: queue.Queue[Any] = queue.Queue()
+    slots = threading.Semaphore(depth)
+    stop = threading.Event()
+    thread = threading.Thread(target=_prefetch_worker, args=(iter(urls), open_fn, q, slots, stop),
+                              name="wds-audio-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            t0 = time.perf_counter()
+            item = q.get()
+            if metrics is not None:
+                metrics.add("prefetch_wait_s", time.perf_counter() - t0)
+            if item is _DONE:
+                return
+            url, got, iter_error = item
+            if iter_error:
+                raise got
+            slots.release()
+            yield url, got
+    finally:
+        stop.set()
+        slots.release()  # wake a worker waiting for a slot so it sees `stop`
+        while not q.empty():
+            item = q.get_nowait()
+            if item is not _DONE and hasattr(item[1], "close"):
+                item[1].close()
+
+
+def _open_each(urls: Iterable[str], open_fn: Callable[[str], BinaryIO]) -> Iterator[tuple[str, BinaryIO | Exception]]:
+    for url in urls:
+        try:
+            got: BinaryIO | Exception = open_fn(url)
+        except Exception as e:  # noqa: BLE001 - delivered to the caller in order
+            got = e
+        yield url, got
+
+
+def _prefetch_worker(urls: Iterator[str], open_fn: Callable[[str], BinaryIO], q: queue.Queue[Any],
+                     slots: threading.Semaphore, stop: threading.Event) -> None:
+    try:
+        while True:
+            slots.acquire()
+            if stop.is_set():
+                return
+            try:
+                url = next(urls)
+            except StopIteration:
+                return
+            try:
+                got: Any = open_fn(url)
+            except Exception as e:  # noqa: BLE001 - delivered to the consumer in order
+                got = e
+            if stop.is_set():
+                if hasattr(got, "close"):
+                    got.close()
+                return
+            q.put((url, got, False))
+    except Exception as e:  # noqa: BLE001 - the url iterable itself failed: re-raised in the consumer
+        q.put((None, e, True))
+    finally:
+        q.put(_DONE)
+
+
+def open_url(url: str, options: SourceOptions | None = None) -> BinaryIO:
+    """A readable binary stream for ``url`` (kept for older callers: ``open_shard`` with defaults)."""
+    return open_shard(url, options=options)
+
+
+def read_bytes(url: str, *, options: SourceOptions | None = None, metrics: SourceMetrics | None = None) -> bytes:
+    """The whole object at ``url`` (e.g. a remote ``dataset.json``), through the retrying path.
+
+    Example:
+        >>> manifest = json.loads(read_bytes("s3://bucket/esc50/dataset.json"))   # doctest: +SKIP
+    """
+    with open_shard(url, options=options, metrics=metrics) as f:
         return f.read()
