@@ -1,0 +1,90 @@
+"""Loader configuration shared by the torch and DALI back ends.
+
+Example:
+    >>> cfg = LoaderConfig("data/demo", batch_size=32, sample_rate=16000, clip_seconds=2.0)
+    >>> cfg.clip_samples
+    32000
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .loudness import MODES
+
+ON_ERROR = ("skip", "raise")
+EVAL_CROPS = ("full", "center")
+
+
+@dataclass
+class LoaderConfig:
+    """Everything that decides which samples are read and how they are shaped.
+
+    source: dataset folder/URL with dataset.json, or a brace-expanded shard pattern (then ``classes``).
+    split, folds: which shards (only those are read).
+    clip_seconds: crop/pad window; None keeps full clips (padded to the longest in the batch).
+    training: shuffle, random crops, wrap-around fill; False: file order, each sample once, ``eval_crop``.
+    streams: independent sample streams per rank; batches are identical for every ``num_workers``
+        that divides it (a DataLoader worker runs ``streams / num_workers`` of them).
+    shuffle_buffer: encoded samples held per stream for shuffling (training).
+    trim_db: trim leading/trailing frames quieter than the loudest frame minus this (None: off).
+    loudness, loudness_db: "peak" / "rms" (dBFS) or "lufs" (BS.1770) normalization to the target.
+    pcm_on_device: WAV shards only: the CPU slices int16 PCM and batches carry int16 audio;
+        the Frontend converts on the device (no CPU resampling, trimming or loudness then).
+    """
+
+    source: str
+    split: str = "train"
+    folds: list[int] | None = None
+    batch_size: int = 32
+    sample_rate: int = 16000
+    clip_seconds: float | None = None
+    num_workers: int = 0
+    seed: int = 0
+    training: bool = True
+    backend: str = "torch"
+    rebalance: Any = None
+    on_error: str = "skip"
+    classes: list[str] | None = None
+    streams: int = 8
+    shuffle_buffer: int = 256
+    eval_crop: str = "full"
+    trim_db: float | None = None
+    loudness: str | None = None
+    loudness_db: float = -23.0
+    pcm_on_device: bool = False
+    pin_memory: bool | None = None
+    prefetch_factor: int = 2
+    persistent_workers: bool = False
+    rank: int | None = None
+    world_size: int | None = None
+    source_options: Any = None
+    max_reported_keys: int = 100
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.sample_rate < 1:
+            raise ValueError(f"sample_rate must be >= 1, got {self.sample_rate}")
+        if self.clip_seconds is not None and self.clip_seconds <= 0:
+            raise ValueError(f"clip_seconds must be > 0 or None, got {self.clip_seconds}")
+        if self.on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, got {self.on_error!r}")
+        if self.eval_crop not in EVAL_CROPS:
+            raise ValueError(f"eval_crop must be one of {EVAL_CROPS}, got {self.eval_crop!r}")
+        if self.eval_crop == "center" and self.clip_seconds is None:
+            raise ValueError("eval_crop='center' needs clip_seconds")
+        if self.loudness is not None and self.loudness not in MODES:
+            raise ValueError(f"loudness must be one of {MODES} or None, got {self.loudness!r}")
+        if self.num_workers < 0 or self.streams < 1 or self.shuffle_buffer < 1:
+            raise ValueError("num_workers must be >= 0, streams and shuffle_buffer >= 1")
+        if self.pcm_on_device and (self.trim_db is not None or self.loudness is not None):
+            raise ValueError("pcm_on_device=True passes int16 PCM through: trim_db and loudness need float audio on the CPU")
+        if self.num_workers > 1 and self.streams % self.num_workers:
+            # keep every worker's share of streams equal, so batches can be returned in order
+            self.streams = -(-self.streams // self.num_workers) * self.num_workers
+
+    @property
+    def clip_samples(self) -> int | None:
+        return None if self.clip_seconds is None else int(round(self.clip_seconds * self.sample_rate))

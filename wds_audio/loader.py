@@ -1,0 +1,211 @@
+"""The torch back end: plan + CPU stages on DataLoader workers, in order, resumable.
+
+Example:
+    >>> import wds_audio                                                     # doctest: +SKIP
+    >>> loader = wds_audio.loader("data/demo", split="train", folds=[1, 2, 3], batch_size=64,
+    ...                           sample_rate=16000, clip_seconds=2.0, num_workers=4, seed=0)
+    >>> for batch in loader:
+    ...     batch.audio.shape, batch.targets.shape      # (64, 32000), (64, 22)
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections import Counter
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from .catalog import Catalog
+from .config import LoaderConfig
+from .plan import EpochPlan, plan_epoch
+from .rng import seed_of
+from .stream import Batch, stream_batches
+
+
+def dist_info(cfg: LoaderConfig) -> tuple[int, int]:
+    """(rank, world size): explicit config, else torch.distributed, else RANK/WORLD_SIZE, else (0, 1)."""
+    if cfg.rank is not None or cfg.world_size is not None:
+        return cfg.rank or 0, cfg.world_size or 1
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def run_streams(cfg: LoaderConfig, catalog: Catalog, plan: EpochPlan, streams: list[int], start: int,
+                rebalance: Any = None) -> Iterator[Batch]:
+    """Batches of ``streams`` in the rank's global order, from global batch ``start`` on."""
+    k = len(plan.streams)
+    gens, counts = {}, {}
+    for s in streams:
+        done = len(range(s, start, k)) if start > s else 0  # batches of stream s before `start`
+        sp = plan.streams[s]
+        gens[s] = stream_batches(cfg, catalog, sp, epoch=plan.epoch, rank=plan.rank, skip_batches=done,
+                                 rebalance=rebalance)
+        counts[s] = done
+    for rnd in range(max((sp.batches for sp in plan.streams), default=0)):
+        for s in streams:
+            if counts[s] == rnd and rnd < plan.streams[s].batches:
+                b = next(gens[s])
+                b.index = rnd * k + s
+                counts[s] += 1
+                yield b
+
+
+class _EpochDataset(IterableDataset):
+    """What each DataLoader worker runs: its share of the planned streams."""
+
+    def __init__(self, cfg: LoaderConfig, catalog: Catalog, rank: int, world: int, rebalance: Any) -> None:
+        self.cfg, self.catalog, self.rank, self.world, self.rebalance = cfg, catalog, rank, world, rebalance
+        self.state = torch.zeros(2, dtype=torch.int64).share_memory_()  # epoch, start batch (seen by persistent workers)
+
+    def plan(self, epoch: int) -> EpochPlan:
+        return plan_epoch([s.samples for s in self.catalog.shards], batch_size=self.cfg.batch_size, seed=self.cfg.seed,
+                          epoch=epoch, rank=self.rank, world_size=self.world, streams=self.cfg.streams,
+                          training=self.cfg.training)
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        epoch, start = (int(v) for v in self.state.tolist())
+        plan = self.plan(epoch)
+        mine = [s for s in range(len(plan.streams)) if s % nw == wid]
+        return run_streams(self.cfg, self.catalog, plan, mine, start, self.rebalance)
+
+
+def _worker_init(worker_id: int) -> None:
+    # Sample randomness never comes from here (see rng.py); this only keeps library state
+    # reproducible and stops each worker from starting a thread per core.
+    info = get_worker_info()
+    s = seed_of("worker", info.seed if info else 0, worker_id) % (2**32)
+    random.seed(s)
+    np.random.seed(s)
+    torch.manual_seed(s)
+    torch.set_num_threads(1)
+
+
+class AudioLoader:
+    """An iterable of :class:`Batch` with ``len()``, ``set_epoch``, ``state_dict``, ``metrics``."""
+
+    def __init__(self, cfg: LoaderConfig) -> None:
+        self.cfg = cfg
+        self.catalog = Catalog.open(cfg.source, cfg.split, cfg.folds, cfg.classes)
+        self.rank, self.world_size = dist_info(cfg)
+        self.rebalance = self._rebalance_stage()
+        self.dataset = _EpochDataset(cfg, self.catalog, self.rank, self.world_size, self.rebalance)
+        self.epoch, self.start = 0, 0
+        self._loader: DataLoader | None = None
+        self._metrics = {"batches": 0, "samples": 0, "valid_samples": 0, "wait_s": 0.0, "time_s": 0.0,
+                         "first_batch_s": None, "skipped": Counter(), "skipped_keys": []}
+
+    def _rebalance_stage(self) -> Any:
+        if self.cfg.rebalance is None:
+            return None
+        from .rebalance import RebalanceStage
+
+        return RebalanceStage(self.cfg.rebalance, self.catalog.classes, self.catalog.class_counts(), self.cfg.seed)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.catalog.classes
+
+    def plan(self, epoch: int | None = None) -> EpochPlan:
+        return self.dataset.plan(self.epoch if epoch is None else epoch)
+
+    def __len__(self) -> int:
+        """Batches per epoch on this rank: the same on every rank, known before iterating."""
+        return self.plan(0).batches
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self.start = epoch, 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "batches": self.start, "seed": self.cfg.seed, "rank": self.rank,
+                "world_size": self.world_size, "streams": self.cfg.streams}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k in ("seed", "world_size", "streams"):
+            if state[k] != getattr(self.cfg, k, None) and not (k == "world_size" and state[k] == self.world_size):
+                raise ValueError(f"checkpoint was taken with {k}={state[k]}, this loader has "
+                                 f"{getattr(self.cfg, k, self.world_size)}: batches would differ")
+        self.epoch, self.start = int(state["epoch"]), int(state["batches"])
+
+    def _dataloader(self) -> DataLoader:
+        if self._loader is None:
+            cfg = self.cfg
+            pin = torch.cuda.is_available() if cfg.pin_memory is None else cfg.pin_memory
+            extra = {"prefetch_factor": cfg.prefetch_factor, "persistent_workers": cfg.persistent_workers,
+                     "worker_init_fn": _worker_init} if cfg.num_workers > 0 else {}
+            self._loader = DataLoader(self.dataset, batch_size=None, num_workers=cfg.num_workers, pin_memory=pin,
+                                      collate_fn=lambda b: b, **extra)
+        return self._loader
+
+    def __iter__(self) -> Iterator[Batch]:
+        epoch, start = self.epoch, self.start
+        self.dataset.state[0], self.dataset.state[1] = epoch, start
+        total = self.plan(epoch).batches
+        t0 = time.perf_counter()
+        pending: dict[int, Batch] = {}
+        it = iter(self._dataloader())
+        nxt = start
+        while nxt < total:
+            t_wait = time.perf_counter()
+            while nxt not in pending:
+                b = next(it)
+                pending[b.index] = b
+            batch = pending.pop(nxt)
+            self._account(batch, time.perf_counter() - t_wait, t0)
+            nxt += 1
+            self.start = nxt
+            yield batch
+        self.epoch, self.start = epoch + 1, 0
+
+    def _account(self, b: Batch, waited: float, t0: float) -> None:
+        m = self._metrics
+        m["wait_s"] += waited
+        if m["first_batch_s"] is None:
+            m["first_batch_s"] = time.perf_counter() - t0
+        m["batches"] += 1
+        m["samples"] += len(b)
+        m["valid_samples"] += int(b.valid.sum())
+        m["time_s"] = time.perf_counter() - t0 if m["batches"] == 1 else m["time_s"] + waited
+        m["skipped"].update(b.stats.get("skipped", {}))
+        room = self.cfg.max_reported_keys - len(m["skipped_keys"])
+        m["skipped_keys"] += b.stats.get("skipped_keys", [])[: max(room, 0)]
+
+    def metrics(self) -> dict[str, Any]:
+        """clips/s over the time the consumer waited, wait time, skipped counts by reason and keys."""
+        m = dict(self._metrics)
+        m["skipped"] = dict(m["skipped"])
+        m["skipped_total"] = sum(m["skipped"].values())
+        m["clips_per_s_waiting"] = m["samples"] / m["wait_s"] if m["wait_s"] > 0 else None
+        return m
+
+
+def loader(source: str, *, split: str = "train", folds: list[int] | None = None, batch_size: int,
+           sample_rate: int, clip_seconds: float | None, num_workers: int = 0, seed: int = 0,
+           training: bool = True, backend: str = "torch", rebalance: Any = None, on_error: str = "skip",
+           **kwargs: Any) -> Any:
+    """Build a loader over ``source`` (folder/URL with dataset.json, or a shard pattern + ``classes``).
+
+    Returns an iterable of batches with ``len()``, ``set_epoch(n)``, ``state_dict()``,
+    ``load_state_dict()`` and ``metrics()``. See :class:`wds_audio.config.LoaderConfig` for the
+    keyword arguments.
+
+    Example:
+        >>> loader = wds_audio.loader("data/esc50", split="train", folds=[1, 2, 3, 4], batch_size=64,
+        ...                           sample_rate=32000, clip_seconds=5.0, num_workers=8)   # doctest: +SKIP
+    """
+    cfg = LoaderConfig(source=str(source), split=split, folds=folds, batch_size=batch_size, sample_rate=sample_rate,
+                       clip_seconds=clip_seconds, num_workers=num_workers, seed=seed, training=training,
+                       backend=backend, rebalance=rebalance, on_error=on_error, **kwargs)
+    if backend == "torch":
+        return AudioLoader(cfg)
+    if backend == "dali":
+        from .dali import DaliLoader
+
+        return DaliLoader(cfg)
+    raise ValueError(f"backend must be 'torch' or 'dali', got {backend!r}")

@@ -1,0 +1,442 @@
+"""CPU stages as small generators, composed per stream: read -> rebalance -> shuffle -> decode -> shape -> batch.
+
+Every stage is ``f(samples, ...) -> samples``. A sample is a dict; after reading it is
+webdataset-shaped (``__key__``, ``__url__``, one entry per tar member extension) plus the
+plan's ``__valid__``/``__rep__``; after decoding it holds ``audio`` (np.ndarray), ``labels``
+(uint8 multi-hot), ``key``, ``valid``.
+
+Positions are stable: a clip that fails to decode, or the rest of a slice of a shard that
+could not be read, is replaced in place by a fill-in (the stream's last good clip; in
+evaluation marked ``valid=False``) and counted by reason, so every stream yields exactly the
+number of samples its plan says and a resumed run can skip samples without decoding them.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tarfile
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Callable, Iterator
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from . import sources
+from .catalog import Catalog, read_index
+from .config import LoaderConfig
+from .loudness import normalize
+from .plan import Slice, StreamPlan
+from .rng import sample_rng
+
+log = logging.getLogger(__name__)
+AUDIO_EXTS = ("flac", "wav", "ogg", "mp3")
+Sample = dict[str, Any]
+
+
+class SampleError(Exception):
+    """One sample cannot be used; ``reason`` is a short counter name."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass
+class StreamStats:
+    """Counters a stream keeps; shipped with each batch (as deltas) to the main process."""
+
+    samples: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    skipped_keys: list[str] = field(default_factory=list)
+    max_keys: int = 100
+
+    def skip(self, reason: str, key: str, message: str, on_error: str) -> None:
+        if on_error == "raise":
+            raise SampleError(reason, message)
+        self.skipped[reason] += 1
+        if len(self.skipped_keys) < self.max_keys:
+            self.skipped_keys.append(f"{key}: {message}")
+        log.warning("skipped %s", message)
+
+    def take(self) -> dict[str, Any]:
+        out = {"samples": self.samples, "skipped": dict(self.skipped), "skipped_keys": list(self.skipped_keys)}
+        self.samples, self.skipped, self.skipped_keys = 0, Counter(), []
+        return out
+
+
+@dataclass
+class Batch:
+    """A batch: audio (B, T) float32 (int16 with pcm_on_device), lengths, multi-hot targets, keys, valid."""
+
+    audio: torch.Tensor
+    lengths: torch.Tensor
+    targets: torch.Tensor
+    keys: list[str]
+    valid: torch.Tensor
+    index: int = -1
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def pin_memory(self) -> "Batch":
+        return Batch(self.audio.pin_memory(), self.lengths.pin_memory(), self.targets.pin_memory(), self.keys,
+                     self.valid.pin_memory(), self.index, self.stats)
+
+    def to(self, device: str | torch.device, non_blocking: bool = False) -> "Batch":
+        return Batch(self.audio.to(device, non_blocking=non_blocking), self.lengths.to(device, non_blocking=non_blocking),
+                     self.targets.to(device, non_blocking=non_blocking), self.keys,
+                     self.valid.to(device, non_blocking=non_blocking), self.index, self.stats)
+
+
+# ---------------------------------------------------------------- reading tars
+
+def iter_members(f: BinaryIO, url: str) -> Iterator[tuple[str, bytes]]:
+    """(name, payload) of each regular tar member, reading the stream once; ReadError on a cut member."""
+    long_name = None
+    while True:
+        header = f.read(512)
+        if len(header) == 0 or header == b"\0" * 512:
+            return
+        if len(header) < 512:
+            raise tarfile.ReadError(f"{url}: shard ends inside a member header")
+        info = tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
+        padded = (info.size + 511) // 512 * 512
+        data = f.read(padded)
+        if len(data) < info.size:
+            raise tarfile.ReadError(f"{url}: shard ends inside member {long_name or info.name}")
+        data = data[: info.size]
+        if info.type == tarfile.GNUTYPE_LONGNAME:
+            long_name = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
+            continue
+        if info.type in (tarfile.XHDTYPE, tarfile.XGLTYPE):
+            continue
+        name, long_name = long_name or info.name, None
+        if info.isreg():
+            yield name, data
+
+
+def split_name(name: str) -> tuple[str, str]:
+    slash = name.rfind("/")
+    dot = name.find(".", slash + 1)
+    return (name, "") if dot < 0 else (name[:dot], name[dot + 1:])
+
+
+class _Window:
+    """A file object limited to ``length`` bytes of another (a slice of a shard)."""
+
+    def __init__(self, f: BinaryIO, length: int | None) -> None:
+        self.f, self.left = f, length
+
+    def read(self, n: int) -> bytes:
+        if self.left is not None:
+            n = min(n, self.left)
+        data = self.f.read(n)
+        if self.left is not None:
+            self.left -= len(data)
+        return data
+
+
+def _open_range(url: str, start: int, length: int | None, options: Any) -> BinaryIO:
+    """The bytes ``start:start+length`` of ``url`` as a stream (local: seek; remote: ranged read)."""
+    if sources.scheme_of(url) in ("", "file"):
+        f = sources.open_url(url)
+        f.seek(start)
+    else:
+        f = sources.open_shard(url, options=options, start=start)
+    return _Window(f, length)  # type: ignore[return-value]
+
+
+def _discard(f: BinaryIO, n: int) -> None:
+    if hasattr(f, "seek") and getattr(f, "seekable", lambda: False)():
+        f.seek(n, io.SEEK_CUR)
+        return
+    while n > 0:
+        chunk = f.read(min(n, 1 << 20))
+        if not chunk:
+            raise tarfile.ReadError("shard ends before the planned slice")
+        n -= len(chunk)
+
+
+class ShardReader:
+    """Reads planned slices of a catalog's shards, seeking with the DALI .idx when there is one."""
+
+    def __init__(self, catalog: Catalog, options: Any = None) -> None:
+        self.catalog, self.options = catalog, options
+        self._offsets: dict[int, list[int] | None] = {}
+
+    def offsets(self, shard: int) -> list[int] | None:
+        """Header offset of each sample's first member, plus the end of the last sample's data."""
+        if shard not in self._offsets:
+            s = self.catalog.shards[shard]
+            try:
+                idx = read_index(s.index_url) if s.index_url else None
+            except Exception as e:  # noqa: BLE001 - an unreadable index only costs a sequential read
+                log.warning("%s: index unusable (%s); reading sequentially", s.index_url, e)
+                idx = None
+            if idx is None or len(idx) != s.samples:
+                self._offsets[shard] = None
+            else:
+                last = idx[-1][-1]
+                self._offsets[shard] = [m[0][1] - 512 for m in idx] + [last[1] + (last[2] + 511) // 512 * 512]
+        return self._offsets[shard]
+
+    def read(self, sl: Slice) -> Iterator[Sample]:
+        url = self.catalog.shards[sl.shard].url
+        offs = self.offsets(sl.shard)
+        start, length, skip = (offs[sl.start], offs[sl.stop] - offs[sl.start], 0) if offs else (0, None, sl.start)
+        f = _open_range(url, start, length, self.options)
+        try:
+            n = 0
+            for sample in _group(iter_members(f, url), url):
+                if skip:
+                    skip -= 1
+                    continue
+                sample.update(__index__=sl.start + n, __valid__=sl.valid, __rep__=sl.rep)
+                yield sample
+                n += 1
+                if n == len(sl):
+                    return
+            if n < len(sl):
+                raise tarfile.ReadError(f"{url}: {len(sl) - n} planned sample(s) missing at the end of the shard")
+        finally:
+            close = getattr(getattr(f, "f", f), "close", None)
+            if close:
+                close()
+
+
+def _group(members: Iterator[tuple[str, bytes]], url: str) -> Iterator[Sample]:
+    current: Sample | None = None
+    for name, data in members:
+        key, ext = split_name(name)
+        if not key or key.endswith("/"):
+            continue
+        if current is None or current["__key__"] != key:
+            if current is not None:
+                yield current
+            current = {"__key__": key, "__url__": url}
+        current[ext] = data
+    if current is not None:
+        yield current
+
+
+def read_stream(reader: ShardReader, plan: StreamPlan, stats: StreamStats, on_error: str) -> Iterator[Sample]:
+    """All samples of a stream's slices, with placeholders for what could not be read."""
+    for sl in plan.slices:
+        done = 0
+        try:
+            for sample in reader.read(sl):
+                done += 1
+                yield sample
+        except Exception as e:  # noqa: BLE001 - network, truncation, damaged tar: all counted the same way
+            url = reader.catalog.shards[sl.shard].url
+            reason = "shard_error"
+            stats.skip(reason, url, f"{url}: {e} ({len(sl) - done} sample(s) of samples {sl.start}:{sl.stop} lost)", on_error)
+            for i in range(sl.start + done, sl.stop):
+                yield {"__key__": f"{url}#{i}", "__url__": url, "__failed__": reason, "__index__": i,
+                       "__valid__": sl.valid, "__rep__": sl.rep}
+
+
+# ---------------------------------------------------------------- shuffling
+
+def shuffle(samples: Iterator[Sample], size: int, rng: np.random.Generator, initial: int | None = None) -> Iterator[Sample]:
+    """Shuffle buffer: starts emitting at ``initial`` samples (fast first batch), then grows to ``size``."""
+    buf: list[Sample] = []
+    target = min(size, initial or size)
+    for s in samples:
+        buf.append(s)
+        if len(buf) < target:
+            continue
+        j = int(rng.integers(len(buf)))
+        buf[j], buf[-1] = buf[-1], buf[j]
+        yield buf.pop()
+        target = min(size, target + 1)
+    while buf:
+        j = int(rng.integers(len(buf)))
+        buf[j], buf[-1] = buf[-1], buf[j]
+        yield buf.pop()
+
+
+# ---------------------------------------------------------------- decoding and shaping
+
+def labels_of(sample: Sample, num_classes: int) -> np.ndarray:
+    if "labels" in sample:
+        hot = np.frombuffer(sample["labels"], dtype=np.uint8)
+        if hot.shape != (num_classes,) or hot.max(initial=0) > 1:
+            raise SampleError("bad_labels", f"labels member of {sample['__key__']} is not a {num_classes}-byte multi-hot vector")
+        return hot
+    if "json" in sample:
+        idx = json.loads(sample["json"]).get("labels", [])
+        if any(not (0 <= i < num_classes) for i in idx):
+            raise SampleError("bad_labels", f"json labels of {sample['__key__']} outside [0, {num_classes})")
+        hot = np.zeros(num_classes, np.uint8)
+        hot[idx] = 1
+        return hot
+    raise SampleError("no_labels", f"{sample['__key__']} has neither a labels nor a json member")
+
+
+def wav_pcm16(data: bytes, key: str) -> tuple[np.ndarray, int, int]:
+    """(int16 frames view, sample rate, channels) of a 16-bit PCM WAV, parsing only the header."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise SampleError("decode_error", f"{key}: not a RIFF/WAVE file")
+    pos, fmt = 12, None
+    while pos + 8 <= len(data):
+        cid, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
+        body = pos + 8
+        if cid == b"fmt ":
+            tag, ch, sr = (int.from_bytes(data[body:body + 2], "little"), int.from_bytes(data[body + 2:body + 4], "little"),
+                           int.from_bytes(data[body + 4:body + 8], "little"))
+            bits = int.from_bytes(data[body + 14:body + 16], "little")
+            fmt = (tag, ch, sr, bits)
+        elif cid == b"data":
+            if fmt is None or fmt[0] not in (1, 0xFFFE) or fmt[3] != 16:
+                raise SampleError("decode_error", f"{key}: pcm_on_device needs 16-bit PCM WAV, got {fmt}")
+            n = min(size, len(data) - body) // (2 * fmt[1]) * 2 * fmt[1]
+            return np.frombuffer(data, dtype="<i2", count=n // 2, offset=body).reshape(-1, fmt[1]), fmt[2], fmt[1]
+        pos = body + size + (size & 1)
+    raise SampleError("decode_error", f"{key}: WAV has no data chunk")
+
+
+def decode_audio(sample: Sample, pcm: bool) -> tuple[np.ndarray, int]:
+    """(frames, channels) float32 (or int16 for pcm) and the stored sample rate."""
+    ext = next((e for e in AUDIO_EXTS if e in sample), None)
+    if ext is None:
+        raise SampleError("no_audio", f"{sample['__key__']} has no audio member")
+    if pcm:
+        if ext != "wav":
+            raise SampleError("decode_error", f"{sample['__key__']}: pcm_on_device needs WAV shards, found .{ext}")
+        x, sr, _ = wav_pcm16(sample[ext], sample["__key__"])
+        return x, sr
+    try:
+        x, sr = sf.read(io.BytesIO(sample[ext]), dtype="float32", always_2d=True)
+    except Exception as e:  # noqa: BLE001 - every decoder failure is the same kind of skip
+        raise SampleError("decode_error", f"{sample['__key__']} ({sample.get('__url__')}): .{ext} does not decode ({e})") from e
+    if len(x) == 0:
+        raise SampleError("decode_error", f"{sample['__key__']}: zero-length audio")
+    return x, sr
+
+
+def trim(x: np.ndarray, sr: int, top_db: float) -> np.ndarray:
+    """Drop leading/trailing 10-ms frames whose RMS is more than ``top_db`` below the loudest."""
+    hop = max(1, sr // 100)
+    n = len(x) // hop
+    if n < 2:
+        return x
+    rms = np.sqrt(np.mean(x[: n * hop].reshape(n, hop).astype(np.float64) ** 2, axis=1)) + 1e-12
+    loud = np.flatnonzero(20 * np.log10(rms / rms.max()) > -top_db)
+    return x[loud[0] * hop: min(len(x), (loud[-1] + 1) * hop)] if loud.size else x
+
+
+def crop(x: np.ndarray, window: int | None, mode: str, rng: np.random.Generator | None) -> np.ndarray:
+    """Random ("random") or centre ("center") crop to ``window``; shorter clips are returned whole."""
+    if window is None or len(x) <= window:
+        return x
+    if mode == "random":
+        start = int(rng.integers(len(x) - window + 1))  # type: ignore[union-attr]
+    else:
+        start = (len(x) - window) // 2
+    return x[start:start + window]
+
+
+@dataclass
+class Shaper:
+    """decode -> downmix -> resample -> trim -> crop -> loudness, per sample, with its own RNG."""
+
+    cfg: LoaderConfig
+    num_classes: int
+    epoch: int
+
+    def __call__(self, sample: Sample) -> Sample:
+        from shardgen.encode import resample
+
+        key = sample["__key__"]
+        labels = labels_of(sample, self.num_classes)
+        x, sr = decode_audio(sample, self.cfg.pcm_on_device)
+        if self.cfg.pcm_on_device:
+            if sr != self.cfg.sample_rate:
+                raise SampleError("decode_error", f"{key}: stored at {sr} Hz; pcm_on_device cannot resample to {self.cfg.sample_rate}")
+            x = x[:, 0] if x.shape[1] == 1 else (x.astype(np.int32).mean(axis=1)).astype(np.int16)
+        else:
+            x = x.mean(axis=1) if x.shape[1] > 1 else x[:, 0]
+            x = resample(x, sr, self.cfg.sample_rate)
+            if self.cfg.trim_db is not None:
+                x = trim(x, self.cfg.sample_rate, self.cfg.trim_db)
+        mode = "random" if self.cfg.training else ("center" if self.cfg.eval_crop == "center" else "full")
+        rng = sample_rng(self.cfg.seed, self.epoch, key, f"crop{sample.get('__rep__', 0)}") if mode == "random" else None
+        x = crop(x, self.cfg.clip_samples if mode != "full" else None, mode, rng)
+        if self.cfg.loudness is not None:
+            x = normalize(x, self.cfg.sample_rate, self.cfg.loudness, self.cfg.loudness_db)
+        return {"key": key, "audio": np.ascontiguousarray(x), "labels": labels, "valid": bool(sample.get("__valid__", True))}
+
+
+def decode(samples: Iterator[Sample], shaper: Shaper, stats: StreamStats, on_error: str) -> Iterator[Sample]:
+    """Shape every sample; a failure becomes a fill-in in the same position (see module docstring)."""
+    last: Sample | None = None
+    for sample in samples:
+        try:
+            if "__failed__" in sample:
+                raise SampleError(sample["__failed__"], "")  # already counted by the reader
+            out = shaper(sample)
+            last = out
+        except SampleError as e:
+            if str(e):
+                stats.skip(e.reason, sample["__key__"], str(e), on_error)
+            out = _fill_in(last, shaper, sample["__key__"])
+        stats.samples += 1
+        yield out
+
+
+def _fill_in(last: Sample | None, shaper: Shaper, key: str) -> Sample:
+    if last is not None:
+        return {**last, "valid": last["valid"] and shaper.cfg.training, "key": last["key"]}
+    n = shaper.cfg.clip_samples or 1
+    dtype = np.int16 if shaper.cfg.pcm_on_device else np.float32
+    return {"key": key, "audio": np.zeros(n, dtype), "labels": np.zeros(shaper.num_classes, np.uint8), "valid": False}
+
+
+def collate(samples: list[Sample], window: int | None) -> Batch:
+    lengths = [min(len(s["audio"]), window) if window else len(s["audio"]) for s in samples]
+    t = window or max(lengths)
+    audio = np.zeros((len(samples), t), dtype=samples[0]["audio"].dtype)
+    for i, s in enumerate(samples):
+        audio[i, : lengths[i]] = s["audio"][: lengths[i]]
+    return Batch(audio=torch.from_numpy(audio), lengths=torch.tensor(lengths, dtype=torch.int64),
+                 targets=torch.from_numpy(np.stack([s["labels"] for s in samples]).astype(np.float32)),
+                 keys=[s["key"] for s in samples], valid=torch.tensor([s["valid"] for s in samples], dtype=torch.bool))
+
+
+def batches(samples: Iterator[Sample], batch_size: int, count: int, window: int | None) -> Iterator[Batch]:
+    for _ in range(count):
+        chunk = [s for _, s in zip(range(batch_size), samples)]
+        if len(chunk) < batch_size:
+            raise RuntimeError(f"stream ended after {len(chunk)} of {batch_size} samples of a planned batch")
+        yield collate(chunk, window)
+
+
+def skip_samples(samples: Iterator[Sample], n: int) -> Iterator[Sample]:
+    """Drop the first ``n`` samples (already consumed before a resume) without decoding them."""
+    for i, s in enumerate(samples):
+        if i >= n:
+            yield s
+
+
+def stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, *, epoch: int, rank: int,
+                   skip_batches: int = 0, rebalance: Callable | None = None, worker: int = 0) -> Iterator[Batch]:
+    """The batches of one planned stream: the whole CPU pipeline for it."""
+    stats = StreamStats(max_keys=cfg.max_reported_keys)
+    reader = ShardReader(catalog, cfg.source_options)
+    samples: Iterator[Sample] = read_stream(reader, plan, stats, cfg.on_error)
+    if rebalance is not None:
+        samples = rebalance(samples, epoch=epoch, worker=rank * 1_000_003 + plan.stream)
+    if cfg.training:
+        rng = sample_rng(cfg.seed, epoch, f"rank{rank}-stream{plan.stream}", "shuffle")
+        samples = shuffle(samples, cfg.shuffle_buffer, rng, initial=min(cfg.shuffle_buffer, 2 * cfg.batch_size))
+    samples = skip_samples(samples, skip_batches * cfg.batch_size)
+    samples = decode(samples, Shaper(cfg, catalog.num_classes, epoch), stats, cfg.on_error)
+    window = cfg.clip_samples if (cfg.training or cfg.eval_crop == "center") else None
+    for b in batches(samples, cfg.batch_size, plan.batches - skip_batches, window):
+        b.stats = stats.take()
+        yield b
