@@ -70,9 +70,9 @@ def load(root: Path, split: str = "filtered", splits: Path | None = None) -> Col
     for name, table in zip(SPLITS, lists):
         for line, entry in _entries(table):
             where = f"{table}:{line}"
-            reason, path = _entry_problem(entry, audio, seen, where)
-            if reason is not None:
-                problems.append(Problem(where, reason))
+            path = _entry_audio(entry, audio, seen, where)
+            if isinstance(path, str):
+                problems.append(Problem(where, path))
                 continue
             source = path.relative_to(root).as_posix()
             records.append(Record(key=safe_key(source), source=source, path=path,
@@ -114,24 +114,22 @@ def _entries(table: Path) -> list[tuple[int, str]]:
     return [(i, x.strip()) for i, x in enumerate(read_text(table).split("\n"), start=1) if x.strip()]
 
 
-def _entry_problem(entry: str, audio: Path, seen: dict[str, str], where: str) -> tuple[str | None, Path]:
-    """(why the list entry cannot be used or None, the audio file it names)."""
+def _entry_audio(entry: str, audio: Path, seen: dict[str, str], where: str) -> Path | str:
+    """The audio file a list entry names, or the reason it cannot be used."""
     m = ENTRY.match(entry)
     if m is None:
-        return f"malformed entry {entry!r}: expected <genre>/<genre>.000NN.wav", audio
+        return f"malformed entry {entry!r}: expected <genre>/<genre>.000NN.wav"
     genre, stem = m.group(1), m.group(2)
     if genre not in GENRES or not stem.startswith(genre + "."):
-        return f"unknown label: {entry!r} is not in one of the 10 genre folders", audio
+        return f"unknown label: {entry!r} is not in one of the 10 genre folders"
     item = f"{genre}/{stem}"
     if item in seen:
-        return f"{entry} is listed twice (also {seen[item]})", audio
+        return f"{entry} is listed twice (also {seen[item]})"
     seen[item] = where
     if item in CORRUPT:
-        return CORRUPT[item], audio
+        return CORRUPT[item]
     path = next((p for p in (audio / genre / (stem + e) for e in EXTS) if p.is_file()), None)
-    if path is None:
-        return f"audio file {audio.name}/{item}.wav (or .au) not found", audio
-    return None, path
+    return path if path is not None else f"audio file {audio.name}/{item}.wav (or .au) not found"
 
 
 def _not_listed(audio: Path, seen: dict[str, str], lists: list[str]) -> list[Problem]:
