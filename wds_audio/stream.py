@@ -53,9 +53,12 @@ class StreamStats:
     skipped_keys: list[str] = field(default_factory=list)
     max_keys: int = 100
 
-    def skip(self, reason: str, key: str, message: str, on_error: str) -> None:
+    def skip(self, reason: str, key: str, message: str, on_error: str, repeat: bool = False) -> None:
+        """Count (or raise for) one lost sample; a planned repeat of a clip is not counted again."""
         if on_error == "raise":
             raise SampleError(reason, message)
+        if repeat:
+            return
         self.skipped[reason] += 1
         if len(self.skipped_keys) < self.max_keys:
             self.skipped_keys.append(f"{key}: {message}")
@@ -234,7 +237,8 @@ def read_stream(reader: ShardReader, plan: StreamPlan, stats: StreamStats, on_er
         except Exception as e:  # noqa: BLE001 - network, truncation, damaged tar: all counted the same way
             url = reader.catalog.shards[sl.shard].url
             reason = "shard_error"
-            stats.skip(reason, url, f"{url}: {e} ({len(sl) - done} sample(s) of samples {sl.start}:{sl.stop} lost)", on_error)
+            stats.skip(reason, url, f"{url}: {e} ({len(sl) - done} sample(s) of samples {sl.start}:{sl.stop} lost)",
+                       on_error, repeat=sl.rep > 0)
             for i in range(sl.start + done, sl.stop):
                 yield {"__key__": f"{url}#{i}", "__url__": url, "__failed__": reason, "__index__": i,
                        "__valid__": sl.valid, "__rep__": sl.rep}
@@ -383,7 +387,7 @@ def decode(samples: Iterator[Sample], shaper: Shaper, stats: StreamStats, on_err
             last = out
         except SampleError as e:
             if str(e):
-                stats.skip(e.reason, sample["__key__"], str(e), on_error)
+                stats.skip(e.reason, sample["__key__"], str(e), on_error, repeat=sample.get("__rep__", 0) > 0)
             out = _fill_in(last, shaper, sample["__key__"])
         stats.samples += 1
         yield out

@@ -1,0 +1,297 @@
+"""The torch back end end to end on real shards: determinism, ranks, resume, bad data, shaping."""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tarfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+import torch
+
+import wds_audio
+from wds_audio.stream import SampleError
+
+
+def _load(src: Path, **kw):
+    args = dict(split="train", batch_size=8, sample_rate=16000, clip_seconds=1.0, seed=3)
+    args.update(kw)
+    return wds_audio.loader(str(src), **args)
+
+
+def _epoch(loader) -> list:
+    return [(b.keys, b.audio.clone(), b.targets.clone(), b.lengths.clone(), b.valid.clone()) for b in loader]
+
+
+def _same(a: list, b: list) -> bool:
+    return len(a) == len(b) and all(x[0] == y[0] and all(torch.equal(p, q) for p, q in zip(x[1:], y[1:]))
+                                    for x, y in zip(a, b))
+
+
+def _decoded(src: Path) -> dict[str, tuple[np.ndarray, list[int]]]:
+    """Every clip of the dataset decoded straight from the tars: the reference."""
+    m = json.loads((src / "dataset.json").read_text())
+    out = {}
+    for sp in m["splits"].values():
+        for s in sp["shards"]:
+            tf = tarfile.open(src / s["path"])
+            for mem in tf.getmembers():
+                key, ext = mem.name.split(".", 1)
+                if ext in ("flac", "wav"):
+                    x, _ = sf.read(io.BytesIO(tf.extractfile(mem).read()), dtype="float32")
+                    out.setdefault(key, [None, None])[0] = x
+                if ext == "json":
+                    out.setdefault(key, [None, None])[1] = json.loads(tf.extractfile(mem).read())["labels"]
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+def test_batches_identical_for_0_1_2_4_workers(demo_shards: Path) -> None:
+    ref = _epoch(_load(demo_shards, num_workers=0))
+    for nw in (1, 2, 4):
+        assert _same(_epoch(_load(demo_shards, num_workers=nw)), ref), f"num_workers={nw} differs"
+
+
+def test_batch_contents_are_real_crops_with_right_targets(demo_shards: Path) -> None:
+    ref = _decoded(demo_shards)
+    loader = _load(demo_shards)
+    classes = loader.classes
+    n = 0
+    for b in loader:
+        assert b.audio.dtype == torch.float32 and b.audio.shape == (8, 16000) and b.targets.shape == (8, len(classes))
+        for key, x, t, length in zip(b.keys, b.audio, b.targets, b.lengths):
+            full, labels = ref[key]
+            assert sorted(torch.nonzero(t).flatten().tolist()) == labels
+            w = x[:length].numpy()
+            starts = [i for i in range(len(full) - len(w) + 1) if full[i] == w[0] and np.array_equal(full[i:i + len(w)], w)]
+            assert starts, f"{key}: batch audio is not a window of the clip"
+            n += 1
+    assert n == len(loader) * 8
+
+
+def test_epochs_differ_and_len_known_before_iterating(demo_shards: Path) -> None:
+    loader = _load(demo_shards)
+    n = len(loader)
+    e0 = [k for b in loader for k in b.keys]
+    e1 = [k for b in loader for k in b.keys]  # the loader moves to the next epoch by itself
+    loader.set_epoch(0)
+    again = [k for b in loader for k in b.keys]
+    assert len(e0) == n * 8 and e0 != e1 and e0 == again
+
+
+def test_two_ranks_evaluation_sees_every_sample_once(demo_shards: Path) -> None:
+    ref = _decoded(demo_shards)
+    m = json.loads((demo_shards / "dataset.json").read_text())
+    want = m["splits"]["train"]["samples"]
+    seen, counts = Counter(), []
+    for rank in (0, 1):
+        loader = _load(demo_shards, training=False, rank=rank, world_size=2, clip_seconds=None, batch_size=7)
+        batches = list(loader)
+        counts.append(len(batches))
+        assert len(batches) == len(loader)
+        for b in batches:
+            for key, x, length, valid in zip(b.keys, b.audio, b.lengths, b.valid):
+                if valid:
+                    seen[key] += 1
+                    np.testing.assert_array_equal(x[:length].numpy(), ref[key][0])  # full clip, untouched
+                    assert not x[length:].any()
+    assert counts[0] == counts[1]
+    assert sum(seen.values()) == want and set(seen.values()) == {1}
+
+
+def test_training_ranks_get_equal_full_batches(demo_shards: Path) -> None:
+    lens = [len(list(_load(demo_shards, rank=r, world_size=3, batch_size=5))) for r in range(3)]
+    assert len(set(lens)) == 1
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_mid_epoch_gives_identical_batches(demo_shards: Path, workers: int) -> None:
+    full = _epoch(_load(demo_shards, num_workers=workers))
+    first = _load(demo_shards, num_workers=workers)
+    it = iter(first)
+    head = [next(it) for _ in range(5)]
+    state = first.state_dict()
+    assert state["batches"] == 5
+    resumed = _load(demo_shards, num_workers=workers)
+    resumed.load_state_dict(state)
+    rest = _epoch(resumed)
+    assert [b.keys for b in head] == [x[0] for x in full[:5]]
+    assert _same(rest, full[5:])
+
+
+def test_resume_refuses_other_settings(demo_shards: Path) -> None:
+    state = _load(demo_shards).state_dict()
+    with pytest.raises(ValueError, match="seed"):
+        _load(demo_shards, seed=4).load_state_dict(state)
+
+
+def _rewrite_shard(path: Path, change) -> str:
+    """Rewrite a tar member by member; ``change(name, data)`` returns new bytes or None to drop."""
+    src = tarfile.open(path)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as dst:
+        for m in src.getmembers():
+            data = change(m.name, src.extractfile(m).read())
+            if data is not None:
+                m.size = len(data)
+                dst.addfile(m, io.BytesIO(data))
+    path.write_bytes(buf.getvalue())
+
+
+@pytest.fixture
+def damaged(demo_shards: Path, tmp_path: Path) -> tuple[Path, str, str]:
+    """A copy with one undecodable clip and one member without audio (indexes rewritten)."""
+    from shardgen.tarfmt import index_of
+
+    out = tmp_path / "ds"
+    shutil.copytree(demo_shards, out)
+    m = json.loads((out / "dataset.json").read_text())
+    shard = out / m["splits"]["train"]["shards"][0]["path"]
+    names = tarfile.open(shard).getnames()
+    bad, noaudio = names[0].split(".")[0], names[4].split(".")[0]
+    _rewrite_shard(shard, lambda n, d: (b"fLaC" + bytes(len(d))) if n.startswith(bad + ".flac") else
+                   (None if n.startswith(noaudio + ".flac") else d))
+    shard.with_suffix(".idx").write_text(index_of(shard.read_bytes()))
+    return out, bad, noaudio
+
+
+def test_bad_clips_are_skipped_counted_and_reported(damaged) -> None:
+    src, bad, noaudio = damaged
+    loader = _load(src, training=False, clip_seconds=None)
+    keys = [k for b in loader for k, v in zip(b.keys, b.valid) if v]
+    m = loader.metrics()
+    assert m["skipped"] == {"decode_error": 1, "no_audio": 1} and m["skipped_total"] == 2
+    assert any(bad in k for k in m["skipped_keys"]) and any(noaudio in k for k in m["skipped_keys"])
+    assert bad not in keys and noaudio not in keys
+    total = json.loads((src / "dataset.json").read_text())["splits"]["train"]["samples"]
+    assert len(keys) == total - 2  # nothing else lost
+
+
+def test_on_error_raise_is_fatal(damaged) -> None:
+    src, bad, _ = damaged
+    with pytest.raises(SampleError, match=bad):
+        list(_load(src, training=False, on_error="raise"))
+
+
+def test_truncated_shard_never_hangs_and_is_counted(demo_shards: Path, tmp_path: Path) -> None:
+    src = tmp_path / "ds"
+    shutil.copytree(demo_shards, src)
+    m = json.loads((src / "dataset.json").read_text())
+    s = m["splits"]["train"]["shards"][1]
+    p = src / s["path"]
+    p.write_bytes(p.read_bytes()[: s["bytes"] // 2 + 100])  # ends mid-member
+    loader = _load(src, training=False, clip_seconds=None)
+    valid = sum(int(b.valid.sum()) for b in loader)
+    met = loader.metrics()
+    assert met["skipped"].get("shard_error") and s["path"] in " ".join(met["skipped_keys"])
+    assert 0 < valid < m["splits"]["train"]["samples"]
+
+
+def test_resampling_matches_soxr(demo_shards: Path) -> None:
+    ref = _decoded(demo_shards)
+    for b in _load(demo_shards, training=False, clip_seconds=None, sample_rate=8000):
+        for key, x, length in zip(b.keys, b.audio, b.lengths):
+            want = soxr.resample(ref[key][0], 16000, 8000, quality="HQ")
+            assert int(length) == len(want)
+            np.testing.assert_allclose(x[:length].numpy(), want, atol=1e-6)
+        break
+
+
+def test_centre_crop_and_padding(demo_shards: Path) -> None:
+    ref = _decoded(demo_shards)
+    b = next(iter(_load(demo_shards, training=False, clip_seconds=1.5, eval_crop="center")))
+    for key, x, length in zip(b.keys, b.audio, b.lengths):
+        full = ref[key][0]
+        w = 24000
+        if len(full) >= w:
+            s = (len(full) - w) // 2
+            np.testing.assert_array_equal(x.numpy(), full[s:s + w])
+        else:
+            assert int(length) == len(full) and not x[length:].any()
+
+
+@pytest.mark.parametrize("mode,target", [("peak", -3.0), ("rms", -20.0), ("lufs", -23.0)])
+def test_loudness_normalization(demo_shards: Path, mode: str, target: float) -> None:
+    import pyloudnorm
+
+    b = next(iter(_load(demo_shards, training=False, clip_seconds=None, loudness=mode, loudness_db=target)))
+    for x, length in zip(b.audio, b.lengths):
+        y = x[:length].double().numpy()
+        if mode == "peak":
+            assert abs(20 * np.log10(np.abs(y).max()) - target) < 1e-4
+        elif mode == "rms":
+            assert abs(20 * np.log10(np.sqrt(np.mean(y ** 2))) - target) < 1e-4
+        else:
+            assert abs(pyloudnorm.Meter(16000).integrated_loudness(y) - target) < 0.1
+
+
+def test_trim_removes_leading_and_trailing_silence(tmp_path: Path) -> None:
+    from shardgen.recipes import get
+    from shardgen.writer import PackOptions, pack
+    from tests.conftest import write_tone
+
+    src = tmp_path / "src"
+    tone = write_tone(tmp_path / "t.wav", 0.5, freq=500)
+    x, sr = sf.read(tone, dtype="float32")
+    (src / "a").mkdir(parents=True)
+    sf.write(src / "a" / "padded.wav", np.concatenate([np.zeros(8000), x, np.zeros(4000)]).astype(np.float32), sr)
+    pack(get("folder").load(src), tmp_path / "ds", PackOptions(progress=False))
+    b = next(iter(wds_audio.loader(str(tmp_path / "ds"), batch_size=1, sample_rate=16000, clip_seconds=None,
+                                   training=False, trim_db=40)))
+    assert abs(int(b.lengths[0]) - len(x)) <= 160  # within one 10-ms frame
+
+
+def test_pcm_on_device_carries_int16(tmp_path: Path) -> None:
+    from shardgen.recipes import get
+    from shardgen.writer import PackOptions, pack
+    from tests.conftest import write_tone
+
+    src = tmp_path / "src"
+    for i in range(6):
+        write_tone(src / f"c{i % 2}" / f"x{i}.wav", 0.3 + 0.1 * i, freq=300 + 50 * i, seed=i)
+    pack(get("folder").load(src), tmp_path / "ds", PackOptions(codec="wav", progress=False))
+    kw = dict(batch_size=3, sample_rate=16000, clip_seconds=0.25, seed=1)
+    ints = list(wds_audio.loader(str(tmp_path / "ds"), pcm_on_device=True, **kw))
+    floats = list(wds_audio.loader(str(tmp_path / "ds"), **kw))
+    for a, b in zip(ints, floats):
+        assert a.audio.dtype == torch.int16 and a.keys == b.keys
+        torch.testing.assert_close(a.audio.float() / 32768.0, b.audio, rtol=0, atol=1e-7)
+    with pytest.raises(ValueError, match="pcm_on_device"):
+        wds_audio.loader(str(tmp_path / "ds"), pcm_on_device=True, loudness="peak", **kw)
+
+
+def test_shard_pattern_source_with_classes(demo_shards: Path) -> None:
+    m = json.loads((demo_shards / "dataset.json").read_text())
+    paths = sorted(s["path"] for s in m["splits"]["valid"]["shards"])
+    n = len(paths)
+    pattern = str(demo_shards / "valid" / ("fold5-{000000..%06d}.tar" % (n - 1)))
+    loader = wds_audio.loader(pattern, classes=m["classes"], batch_size=4, sample_rate=16000, clip_seconds=None,
+                              training=False)
+    keys = [k for b in loader for k, v in zip(b.keys, b.valid) if v]
+    assert len(keys) == m["splits"]["valid"]["samples"] == len(set(keys))
+    with pytest.raises(Exception, match="classes"):
+        wds_audio.loader(pattern, batch_size=4, sample_rate=16000, clip_seconds=None)
+
+
+def test_fold_selection_reads_only_those_shards(demo_shards: Path) -> None:
+    loader = _load(demo_shards, folds=[2], training=False, clip_seconds=None)
+    assert {s.fold for s in loader.catalog.shards} == {2}
+    metas = _decoded(demo_shards)
+    m = json.loads((demo_shards / "dataset.json").read_text())
+    want = sum(s["samples"] for s in m["splits"]["train"]["shards"] if s["fold"] == 2)
+    assert sum(int(b.valid.sum()) for b in loader) == want
+    with pytest.raises(Exception, match=r"no fold\(s\) \[9\]"):
+        _load(demo_shards, folds=[9])
+    assert metas
+
+
+def test_metrics_report_throughput_and_waiting(demo_shards: Path) -> None:
+    loader = _load(demo_shards)
+    list(loader)
+    m = loader.metrics()
+    assert m["batches"] == len(loader) and m["samples"] == 8 * len(loader)
+    assert m["wait_s"] > 0 and m["clips_per_s_waiting"] > 0 and m["first_batch_s"] > 0
