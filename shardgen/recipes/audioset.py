@@ -2,11 +2,11 @@
 
 AudioSet ships metadata only; the audio is whatever the user downloaded. Layout::
 
-    SRC/class_labels_indices.csv          index,mid,display_name (527 rows)
-    SRC/balanced_train_segments.csv       3 '#' header lines, then
-    SRC/unbalanced_train_segments.csv       YTID, start_seconds, end_seconds, "mid1,mid2,..."
+    SRC/class_labels_indices.csv        index,mid,display_name (527 rows)
+    SRC/balanced_train_segments.csv     each: 3 '#' comment lines, then rows
+    SRC/unbalanced_train_segments.csv   YTID, start_seconds, end_seconds, "mid1,mid2,..."
     SRC/eval_segments.csv
-    SRC/<audio folder per split>/...      one file per clip, in sub-folders or not
+    SRC/<audio folder per split>/...    one file per clip, in sub-folders or not
 
 (``--meta-dir DIR`` when the CSVs are elsewhere, e.g. ``--meta-dir metadata`` for PANNs.)
 Audio folders, first one found per split (``--audio-dir SPLIT=DIR`` overrides; a relative DIR

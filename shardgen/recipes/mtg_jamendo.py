@@ -20,7 +20,8 @@ authority: classes = every tag found in the three files of the chosen subset and
 50, 87, 40, 56 and 183 tags for split-0), written as in the files (``mood/theme---calm``).
 Splits: train -> ``train``, validation -> ``valid``, test -> ``test`` (fold None); group = the
 artist id (the publisher's splits keep each artist in one split). Key = PATH without extension
-(``48_948``); each json keeps track_id, artist_id, album_id and duration. Audio files that the
+(``48_948``); each json keeps track_id, artist_id, album_id and the DURATION column as
+``listed_duration`` (its ``duration`` is the length of the packed audio). Audio files that the
 chosen subset does not list are not reported: the audio archive holds every track of raw_30s.tsv
 and each subset lists only part of it. MP3 is transcoded by the writer.
 
@@ -92,7 +93,7 @@ def load(root: Path, subset: str = "top50tags", split_index: int = 0, audio_dir:
             key=safe_key(row["path"]), source=row["path"], path=path,
             labels=sorted(index[t] for t in row["tags"]), split=row["split"], group=row["artist_id"],
             extra={"track_id": row["track_id"], "artist_id": row["artist_id"], "album_id": row["album_id"],
-                   "duration": row["duration"], "audio_variant": variant}))
+                   "listed_duration": row["duration"], "audio_variant": variant}))
     return Collection(
         name=f"mtg_jamendo_{subset}", classes=vocab, records=records, multi_label=True, problems=problems,
         info={"recipe": NAME, "source": rels,

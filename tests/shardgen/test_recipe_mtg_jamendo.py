@@ -61,7 +61,7 @@ def test_tiny_tree_splits_groups_and_multi_hot(tmp_path: Path) -> None:
     r = by["track_0003347"]
     assert (r.key, r.source, r.split, r.fold, r.group) == ("47_3347", "47/3347.mp3", "valid", None, "artist_000518")
     assert r.extra == {"track_id": "track_0003347", "artist_id": "artist_000518", "album_id": "album_000522",
-                       "duration": 201.8, "audio_variant": "full"}
+                       "listed_duration": 201.8, "audio_variant": "full"}
     assert r.path == root / "audio" / "47" / "3347.mp3"
     assert c.info == {"recipe": "mtg_jamendo",
                       "source": [f"data/splits/split-0/autotagging_moodtheme-{p}.tsv"
@@ -159,8 +159,9 @@ def test_pack_tiny_tree_and_read_back(tmp_path: Path) -> None:
     assert set(s) == {"flac", "json", "labels"}
     assert np.frombuffer(s["labels"], np.uint8).tolist() == [0, 0, 1, 1, 1, 1, 0, 1, 1]
     meta = json.loads(s["json"])
-    assert (meta["group"], meta["split"], meta["source"], meta["album_id"]) == (
-        "artist_008004", "train", "18/81018.mp3", "album_007421")
+    assert (meta["group"], meta["split"], meta["source"], meta["album_id"], meta["listed_duration"]) == (
+        "artist_008004", "train", "18/81018.mp3", "album_007421", 239.3)
+    assert abs(meta["duration"] - 0.2) < 0.06  # the packed audio's length, not the listed one
     x, sr = sf.read(io.BytesIO(s["flac"]))  # the third clip was written as a 600 Hz tone
     assert sr == 16000 and abs(np.argmax(np.abs(np.fft.rfft(x))) * sr / len(x) - 600) < 10
 
@@ -205,7 +206,7 @@ def test_real_moodtheme_split0_counts_groups_and_known_rows(shared: Path, tmp_pa
     assert c.classes == sorted(published) and len(c.classes) == 56
     by = {r.extra["track_id"]: r for r in c.records}
     r = by["track_0000948"]
-    assert (r.split, r.group, r.key, r.extra["duration"]) == ("train", "artist_000087", "48_948", 212.7)
+    assert (r.split, r.group, r.key, r.extra["listed_duration"]) == ("train", "artist_000087", "48_948", 212.7)
     assert [c.classes[i] for i in r.labels] == ["mood/theme---background"]
     assert [c.classes[i] for i in by["track_0003346"].labels] == ["mood/theme---calm", "mood/theme---melodic"]
     assert len(by["track_0081018"].labels) == 6
@@ -217,6 +218,7 @@ def test_real_moodtheme_split0_counts_groups_and_known_rows(shared: Path, tmp_pa
             assert [c.classes[i] for i in rec.labels] == sorted(fields[5:])
     artists = {s: {r.group for r in c.records if r.split == s} for s in ("train", "valid", "test")}
     assert not (artists["train"] & artists["valid"]) and not (artists["train"] & artists["test"])
+    assert not (artists["valid"] & artists["test"])
 
 
 def test_real_instrument_split0_partial_audio_and_top50_tags(shared: Path, tmp_path: Path) -> None:
