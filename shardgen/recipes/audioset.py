@@ -170,7 +170,8 @@ def _fields(text: str) -> list[str]:
 def _segment(fields: list[str], index: dict[str, int]) -> tuple[dict[str, Any], str | None]:
     """One parsed segment row, or the reason it cannot be used."""
     if len(fields) != 4:
-        return {}, f"malformed row: {len(fields)} fields, expected 4 (YTID, start_seconds, end_seconds, positive_labels)"
+        return {}, (f"malformed row: {len(fields)} fields, expected 4 "
+                    "(YTID, start_seconds, end_seconds, positive_labels)")
     ytid, start, end, labels = (f.strip() for f in fields)
     if not _YTID.fullmatch(ytid):
         return {}, f"YTID {ytid!r} is not 11 characters of [A-Za-z0-9_-]"

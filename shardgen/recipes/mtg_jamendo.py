@@ -53,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subset", choices=list(SUBSETS), default="top50tags",
                         help="tag subset (default top50tags; 'all' = autotagging with every tag)")
     parser.add_argument("--split-index", type=int, default=0, help="which of the 5 official splits (default 0)")
-    parser.add_argument("--audio-dir", default="audio", help="folder the PATH column is relative to (default SRC/audio)")
+    parser.add_argument("--audio-dir", default="audio",
+                        help="folder the PATH column is relative to (default SRC/audio)")
 
 
 def load(root: Path, subset: str = "top50tags", split_index: int = 0, audio_dir: str = "audio") -> Collection:
@@ -87,7 +88,8 @@ def load(root: Path, subset: str = "top50tags", split_index: int = 0, audio_dir:
     for row in rows:
         path, variant = _audio_file(audio, row["path"], present)
         if path is None:
-            problems.append(Problem(row["where"], f"audio file {row['path']} (or its .low.mp3) not found under {audio}"))
+            reason = f"audio file {row['path']} (or its .low.mp3) not found under {audio}"
+            problems.append(Problem(row["where"], reason))
             continue
         records.append(Record(
             key=safe_key(row["path"]), source=row["path"], path=path,
@@ -128,7 +130,7 @@ def read_split(path: Path, split: str, seen: dict[str, str]) -> tuple[list[dict[
 def _parse_row(fields: list[str]) -> tuple[dict[str, Any], str | None]:
     fields = [f.strip() for f in fields]
     if len(fields) < 5:
-        return {}, f"malformed row: {len(fields)} fields, expected TRACK_ID, ARTIST_ID, ALBUM_ID, PATH, DURATION, TAGS..."
+        return {}, f"malformed row: {len(fields)} fields, expected {' '.join(COLUMNS)}..."
     track, artist, album, path, duration = fields[:5]
     tags = [t for t in fields[5:] if t]
     if not track or not artist or not album:

@@ -40,7 +40,8 @@ TAGS = [
     "oriental", "beat", "upbeat", "soft", "noise", "choir", "female singer", "rap", "metal", "hip hop", "quick",
     "water", "baroque", "women", "fiddle", "english",
 ]
-BACH = "american_bach_soloists-j_s__bach__cantatas_volume_v-01-gleichwie_der_regen_und_schnee_vom_himmel_fallt_bwv_18_i_sinfonia"
+BACH = ("american_bach_soloists-j_s__bach__cantatas_volume_v-01-gleichwie_der_regen_und_schnee_vom_himmel_fallt"
+        "_bwv_18_i_sinfonia")
 CLIPS = [  # clip_id, tags, mp3_path
     (2, ["classical", "strings", "violin"], f"f/{BACH}-0-29.mp3"),
     (6, ["classical"], f"f/{BACH}-117-146.mp3"),
