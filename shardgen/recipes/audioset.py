@@ -78,8 +78,8 @@ def load(root: Path, segments: str | list[str] | None = None, audio_dir: list[st
 
     Example:
         >>> c = load(Path("audioset"), segments="balanced_train,eval")   # doctest: +SKIP
-        >>> len(c.classes), c.info["availability"]["eval"]["missing"]   # doctest: +SKIP
-        (527, 1203)
+        >>> len(c.classes), c.info["availability"]["eval"]["listed"]    # doctest: +SKIP
+        (527, 20371)
     """
     root = Path(root)
     meta = root / meta_dir if meta_dir else root
