@@ -97,8 +97,8 @@ def load(root: Path, segments: str | list[str] | None = None, audio_dir: list[st
         if folder is None:
             raise RecipeError(f"no audio folder for {split} under {root}: expected one of "
                               f"{[d.format(split=split) for d in AUDIO_DIRS]} (or --audio-dir {split}=DIR)")
-        rows, bad = read_segments(table, index)
-        files, file_problems = _match_files(folder, {r["ytid"] for r in rows}, SEGMENTS[split])
+        rows, bad, named = read_segments(table, index)
+        files, file_problems = _match_files(folder, {r["ytid"] for r in rows}, named, SEGMENTS[split])
         missing = [r for r in rows if r["ytid"] not in files]
         for r in rows:
             if r["ytid"] in files:
@@ -136,15 +136,19 @@ def read_labels(path: Path) -> tuple[list[str], list[str]]:
     return mids, [r["display_name"] for r in rows]
 
 
-def read_segments(path: Path, index: dict[str, int]) -> tuple[list[dict[str, Any]], list[Problem]]:
-    """Usable rows of a segment CSV (ytid, start, end, mids, labels, line) and the problems of the rest."""
+def read_segments(path: Path, index: dict[str, int]
+                  ) -> tuple[list[dict[str, Any]], list[Problem], set[str]]:
+    """Usable rows of a segment CSV (ytid, start, end, mids, labels, line), the problems of the
+    rest, and the first field of every row (so a bad row's clip is not also called unlisted)."""
     rows: list[dict[str, Any]] = []
     problems: list[Problem] = []
+    named: set[str] = set()
     seen: dict[str, int] = {}
     for line, text in enumerate(read_text(path).split("\n"), start=1):
         if not text.strip() or text.startswith("#"):
             continue
         fields = _fields(text)
+        named.add(fields[0].strip() if fields else "")
         if line == 1 and fields[:1] == ["YTID"]:  # a copy with the header left uncommented
             continue
         row, reason = _segment(fields, index)
@@ -156,7 +160,7 @@ def read_segments(path: Path, index: dict[str, int]) -> tuple[list[dict[str, Any
         seen[row["ytid"]] = line
         row["line"] = line
         rows.append(row)
-    return rows, problems
+    return rows, problems, named
 
 
 def _fields(text: str) -> list[str]:
@@ -203,14 +207,18 @@ def ytid_of(stem: str) -> str | None:
     return None
 
 
-def _match_files(folder: Path, listed: set[str], table: str) -> tuple[dict[str, Path], list[Problem]]:
-    """YTID -> its file below ``folder``; problems for duplicates and files no row lists."""
+def _match_files(folder: Path, listed: set[str], named: set[str], table: str
+                 ) -> tuple[dict[str, Path], list[Problem]]:
+    """YTID -> its file below ``folder`` for the usable rows (``listed``); problems for second
+    files of a YTID and for files no row names at all (``named`` includes the bad rows)."""
     found: dict[str, Path] = {}
     problems: list[Problem] = []
     for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTS and not p.name.startswith(".")):
         ytid = ytid_of(path.stem)
-        if ytid is None or ytid not in listed:
+        if ytid is None or ytid not in named:
             problems.append(Problem(str(path), f"audio file not listed in {table}"))
+        elif ytid not in listed:
+            continue  # its row is already reported as a problem
         elif ytid in found:
             problems.append(Problem(str(path), f"second audio file for YTID {ytid} (using {found[ytid].name})"))
         else:

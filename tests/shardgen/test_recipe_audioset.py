@@ -137,7 +137,7 @@ def test_bad_rows_duplicates_and_unlisted_files(tmp_path: Path) -> None:
         'abcdefghijo, 0.000, 10.000, ""',                      # 14: no labels
     ]
     files = BALANCED_FILES + EVAL_FILES + ["balanced_train/Y--PJHxphWEs.flac", "balanced_train/QQQQQQQQQQQ.wav",
-                                           "balanced_train/readme_clip.wav"]
+                                           "balanced_train/readme_clip.wav", "balanced_train/abcdefghijk.wav"]
     root = make_tree(tmp_path / "as", balanced=balanced, files=files)
     (root / "balanced_train" / "notes.txt").write_text("not audio")
     c = audioset.load(root)
@@ -154,6 +154,8 @@ def test_bad_rows_duplicates_and_unlisted_files(tmp_path: Path) -> None:
     assert got[str(bt / "Y--PJHxphWEs.flac")] == "second audio file for YTID --PJHxphWEs (using --PJHxphWEs.wav)"
     assert got[str(bt / "QQQQQQQQQQQ.wav")] == "audio file not listed in balanced_train_segments.csv"
     assert got[str(bt / "readme_clip.wav")] == "audio file not listed in balanced_train_segments.csv"
+    # the clip of a bad row (line 8) is not reported a second time as unlisted
+    assert str(bt / "abcdefghijk.wav") not in got
     assert len(c.problems) == 10 and c.split_counts() == {"balanced_train": 4, "eval": 2}
 
 
