@@ -32,7 +32,7 @@ class LogMel(nn.Module):
     def __init__(self, sample_rate: int = 16000, n_fft: int = 1024, win_length: int | None = None,
                  hop_length: int | None = None, n_mels: int = 128, f_min: float = 0.0,
                  f_max: float | None = None, mel_scale: str = "htk", norm: str | None = None,
-                 log: bool = True) -> None:
+                 log: bool = True, top_db: float | None = None) -> None:
         super().__init__()
         win_length = win_length or n_fft
         hop_length = hop_length or sample_rate // 100
@@ -41,7 +41,7 @@ class LogMel(nn.Module):
             raise ValueError(f"bad STFT/mel settings: n_fft={n_fft} win={win_length} hop={hop_length} "
                              f"f_min={f_min} f_max={f_max} sample_rate={sample_rate}")
         self.sample_rate, self.n_fft, self.win_length, self.hop_length = sample_rate, n_fft, win_length, hop_length
-        self.n_mels, self.f_min, self.f_max, self.log = n_mels, f_min, f_max, log
+        self.n_mels, self.f_min, self.f_max, self.log, self.top_db = n_mels, f_min, f_max, log, top_db
         self.register_buffer("window", torch.hann_window(win_length), persistent=False)
         fb = AF.melscale_fbanks(n_fft // 2 + 1, f_min, f_max, n_mels, sample_rate, norm=norm, mel_scale=mel_scale)
         self.register_buffer("fbanks", fb, persistent=False)  # (freq, mels)
@@ -53,17 +53,24 @@ class LogMel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mel = torch.matmul(self.power_spectrogram(x).transpose(-1, -2), self.fbanks.to(x.device)).transpose(-1, -2)
-        return 10.0 * torch.log10(mel.clamp_min(AMIN)) if self.log else mel
+        if not self.log:
+            return mel
+        db = 10.0 * torch.log10(mel.clamp_min(AMIN))
+        if self.top_db is not None:  # per clip, unlike torchaudio's AmplitudeToDB which clamps per batch
+            floor = db.amax(dim=(-2, -1), keepdim=True) - self.top_db
+            db = torch.maximum(db, floor)
+        return db
 
 
 class MFCC(nn.Module):
-    """(B, T) -> (B, n_mfcc[*(1+deltas)], frames): DCT-II (ortho) of the dB log-mel, as torchaudio's MFCC."""
+    """(B, T) -> (B, n_mfcc * (1 + deltas), frames): DCT-II (ortho) of the dB log-mel (top_db 80 per
+    clip by default), as torchaudio's MFCC; ``deltas`` appends deltas (1) and delta-deltas (2)."""
 
-    def __init__(self, n_mfcc: int = 40, deltas: int = 0, **mel_kwargs: object) -> None:
+    def __init__(self, n_mfcc: int = 40, deltas: int = 0, top_db: float | None = 80.0, **mel_kwargs: object) -> None:
         super().__init__()
         if deltas not in (0, 1, 2):
             raise ValueError(f"deltas must be 0, 1 or 2, got {deltas}")
-        self.mel = LogMel(**mel_kwargs)  # type: ignore[arg-type]
+        self.mel = LogMel(top_db=top_db, **mel_kwargs)  # type: ignore[arg-type]
         if n_mfcc > self.mel.n_mels:
             raise ValueError(f"n_mfcc={n_mfcc} > n_mels={self.mel.n_mels}")
         self.deltas = deltas

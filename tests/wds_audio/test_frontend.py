@@ -1,0 +1,101 @@
+"""The Frontend module: features, standardization, augmentation switches, batches from the loader."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import wds_audio
+from wds_audio.augment import Gain, Mixup, SpecAugment
+from wds_audio.features import LogMel
+from wds_audio.frontend import Frontend, noise_bank
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def test_eval_mode_is_plain_features() -> None:
+    x = torch.randn(3, 8000)
+    fe = Frontend(sample_rate=16000, n_fft=512, hop_length=160, n_mels=40, specaugment=True,
+                  augment=[Gain(p=1.0)]).eval()
+    torch.testing.assert_close(fe(x), LogMel(sample_rate=16000, n_fft=512, hop_length=160, n_mels=40)(x))
+
+
+def test_training_mode_augments_deterministically_per_key() -> None:
+    x = torch.randn(2, 8000)
+    fe = Frontend(sample_rate=16000, n_fft=512, hop_length=160, n_mels=40,
+                  augment=[Gain(min_gain_db=-6, max_gain_db=6, p=1.0)],
+                  specaugment=SpecAugment(time_masks=2, time_width=10, freq_masks=1, freq_width=5, p=1.0)).train()
+    a = fe(x, keys=["a", "b"])
+    b = fe(x.flip(0), keys=["b", "a"]).flip(0)
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, fe.eval()(x))
+
+
+def test_int16_input_is_scaled() -> None:
+    x = (torch.randn(2, 4000) * 3000).to(torch.int16)
+    fe = Frontend(sample_rate=16000, n_fft=256, hop_length=80, n_mels=16).eval()
+    torch.testing.assert_close(fe(x), fe(x.float() / 32768.0))
+
+
+def test_utterance_cmvn_over_valid_frames_only() -> None:
+    x = torch.randn(2, 16000)
+    lengths = torch.tensor([16000, 8000])
+    fe = Frontend(sample_rate=16000, n_fft=512, hop_length=160, n_mels=20, standardize="utterance").eval()
+    y = fe(x, lengths)
+    valid = 8000 // 160 + 1
+    seg = y[1, :, :valid]
+    torch.testing.assert_close(seg.mean(-1), torch.zeros(20), atol=1e-4, rtol=0)
+    torch.testing.assert_close(seg.std(-1, unbiased=False), torch.ones(20), atol=1e-3, rtol=0)
+    assert (y[1, :, valid:] == 0).all()
+
+
+def test_dataset_standardization_uses_manifest_stats(demo_shards: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from shardgen.cli import main
+
+    ds = tmp_path / "ds"
+    shutil.copytree(demo_shards, ds)
+    assert main(["stats", str(ds), "--n-mels", "32", "--n-fft", "512"]) == 0
+    stats = json.loads((ds / "dataset.json").read_text())["feature_stats"]
+    fe = Frontend(sample_rate=16000, n_fft=512, n_mels=32, standardize="dataset", stats=stats).eval()
+    loader = wds_audio.loader(str(ds), batch_size=16, sample_rate=16000, clip_seconds=None, training=False)
+    total, sq, n = torch.zeros(32, dtype=torch.float64), torch.zeros(32, dtype=torch.float64), 0
+    for b in loader:
+        y = fe(b.audio, b.lengths)
+        for i in range(len(b)):
+            if b.valid[i]:
+                f = y[i, :, : int(b.lengths[i]) // 160 + 1].double()
+                total += f.sum(-1)
+                sq += (f ** 2).sum(-1)
+                n += f.shape[-1]
+    mean = total / n
+    std = (sq / n - mean ** 2).sqrt()
+    # the train split standardized with its own statistics: mean 0, std 1 per bin (float32 sums)
+    torch.testing.assert_close(mean, torch.zeros(32, dtype=torch.float64), atol=1e-3, rtol=0)
+    torch.testing.assert_close(std, torch.ones(32, dtype=torch.float64), atol=1e-3, rtol=0)
+    with pytest.raises(ValueError, match="n_mels=32"):
+        Frontend(sample_rate=16000, n_mels=64, standardize="dataset", stats=stats)
+
+
+def test_batch_in_mixup_targets_union(demo_shards: Path) -> None:
+    fe = Frontend(sample_rate=16000, n_fft=512, hop_length=160, n_mels=32, mixup=Mixup(alpha=0.4, p=1.0)).train()
+    b = next(iter(wds_audio.loader(str(demo_shards), batch_size=8, sample_rate=16000, clip_seconds=1.0)))
+    x, t = fe(b)
+    assert x.shape[:2] == (8, 32) and t.shape == b.targets.shape
+    assert ((t == 0) | (t == 1)).all() and (t >= b.targets).all()  # union keeps every own label
+
+
+def test_noise_bank_from_noise_split(demo_shards: Path) -> None:
+    bank, lengths = noise_bank(str(demo_shards), max_clips=3)
+    assert bank.shape[0] == 3 and (lengths == 160000).all() and bank.abs().max() > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_frontend_on_cuda_matches_cpu() -> None:
+    x = torch.randn(4, 16000)
+    fe = Frontend(sample_rate=16000, n_fft=512, hop_length=160, n_mels=64).eval()
+    torch.testing.assert_close(fe.to("cuda")(x.cuda()).cpu(), fe.cpu()(x), atol=1e-3, rtol=1e-4)
