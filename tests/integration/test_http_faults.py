@@ -1,0 +1,222 @@
+"""Shards over HTTP from a server that injects faults: for every fault the bytes read equal the
+file's bytes and the tar gives the fault-free keys, the metrics count the retries, and a shard
+that keeps failing raises SourceError with its reason after the configured retries."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tarfile
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pytest
+from faultserver import Fault, FaultServer
+
+from wds_audio.sources import SourceError, SourceMetrics, SourceOptions, fetch_shard, open_shard, prefetch, read_bytes
+
+pytestmark = pytest.mark.integration
+
+OPTS = SourceOptions(timeout_s=0.5, retries=3, backoff_s=0.01, max_backoff_s=0.05)
+
+
+def shards(root: Path) -> list[dict[str, Any]]:
+    manifest = json.loads((root / "dataset.json").read_text())
+    return [s for split in manifest["splits"].values() for s in split["shards"]]
+
+
+def tar_keys(f: BinaryIO) -> list[str]:
+    keys: list[str] = []
+    with tarfile.open(fileobj=f, mode="r|") as tf:
+        for m in tf:
+            if not m.isreg():
+                continue
+            data = tf.extractfile(m).read()  # type: ignore[union-attr]
+            assert len(data) == m.size
+            key = m.name.split(".", 1)[0]
+            if not keys or keys[-1] != key:
+                keys.append(key)
+    return keys
+
+
+@pytest.fixture
+def big(demo_shards: Path) -> dict[str, Any]:
+    """The largest shard, with its local bytes and fault-free keys."""
+    entry = dict(max(shards(demo_shards), key=lambda s: s["bytes"]))
+    entry["data"] = (demo_shards / entry["path"]).read_bytes()
+    with open(demo_shards / entry["path"], "rb") as f:
+        entry["keys"] = tar_keys(f)
+    assert entry["bytes"] > 600_000 and len(entry["keys"]) > 5
+    return entry
+
+
+def ranges(srv: FaultServer, path: str) -> list[int]:
+    """The start offset of each request for ``path`` (0 for a request without Range)."""
+    return [int(r[len("bytes="):].split("-")[0]) if r else 0 for p, r, _ in srv.log if p == path]
+
+
+@pytest.mark.parametrize("fault,reason,requests", [
+    (Fault(reset_after=300_000), "reset", 2),
+    (Fault(truncate_after=300_000), "truncated", 2),
+    (Fault(stall_after=300_000, stall_s=5.0), "timeout", 2),
+    (Fault(status=503, times=2), "http 503", 3),
+    (Fault(status=500), "http 500", 2),
+    (Fault(latency_s=0.2, times=None), None, 1),
+], ids=["reset", "truncated", "stall", "503x2", "500", "latency"])
+def test_each_fault_gives_the_same_bytes_and_keys(fault_server: FaultServer, big: dict[str, Any], fault: Fault,
+                                                  reason: str | None, requests: int) -> None:
+    fault_server.add_fault(big["path"], fault)
+    m = SourceMetrics()
+    with open_shard(fault_server.url(big["path"]), options=OPTS, metrics=m, expected_bytes=big["bytes"],
+                    expected_sha256=big["sha256"]) as f:
+        assert tar_keys(f) == big["keys"]
+    with open_shard(fault_server.url(big["path"]), options=OPTS, expected_sha256=big["sha256"]) as f:
+        assert f.read() == big["data"]
+    assert m.retries() == ({reason: 1 if reason != "http 503" else 2} if reason else {})
+    assert fault_server.requests[big["path"]] == requests + 1
+    starts = ranges(fault_server, big["path"])[:requests]
+    if fault.truncate_after or fault.stall_after:
+        # Every byte sent before the fault arrived, so the resume starts exactly there.
+        assert starts == [0, 300_000] and m["resumes"] == 1
+    elif fault.reset_after:
+        # A reset may discard bytes still in the socket buffer: resume at or before the cut.
+        assert 0 <= starts[1] <= 300_000
+    else:
+        assert set(starts) == {0}
+    assert m["failed_shards"] == 0
+
+
+def test_repeated_drops_still_make_progress(fault_server: FaultServer, big: dict[str, Any]) -> None:
+    fault_server.add_fault(big["path"], Fault(truncate_after=150_000, times=None))
+    needed = math.ceil(big["bytes"] / 150_000)
+    opts = SourceOptions(timeout_s=0.5, retries=needed - 1, backoff_s=0.0)
+    m = SourceMetrics()
+    with open_shard(fault_server.url(big["path"]), options=opts, metrics=m, expected_sha256=big["sha256"]) as f:
+        assert f.read() == big["data"]
+    assert ranges(fault_server, big["path"]) == [150_000 * i for i in range(needed)]
+    assert m.retries() == {"truncated": needed - 1} and m["resumes"] == needed - 1
+
+
+def test_server_ignoring_range_on_resume(fault_server: FaultServer, big: dict[str, Any]) -> None:
+    fault_server.add_fault(big["path"], Fault(truncate_after=300_000))
+    fault_server.add_fault(big["path"], Fault(ignore_range=True, times=None))
+    with open_shard(fault_server.url(big["path"]), options=OPTS, expected_sha256=big["sha256"]) as f:
+        assert tar_keys(f) == big["keys"]
+    assert [s for _, _, s in fault_server.log] == [200, 200]  # the second answer was the whole file
+
+
+@pytest.mark.parametrize("fault,reason", [
+    (Fault(status=503, times=None), "http 503"),
+    (Fault(stall_after=0, stall_s=5.0, times=None), "timeout"),
+    (Fault(reset_after=0, times=None), "reset"),
+])
+def test_a_shard_that_keeps_failing_raises_after_the_retries(fault_server: FaultServer, big: dict[str, Any],
+                                                             fault: Fault, reason: str) -> None:
+    fault_server.add_fault(big["path"], fault)
+    opts = SourceOptions(timeout_s=0.3, retries=2, backoff_s=0.01)
+    m = SourceMetrics()
+    with pytest.raises(SourceError) as err:
+        with open_shard(fault_server.url(big["path"]), options=opts, metrics=m) as f:
+            f.read()
+    assert (err.value.reason, err.value.retries) == (reason, 2)
+    assert big["path"] in str(err.value) and "after 2 retries" in str(err.value)
+    assert fault_server.requests[big["path"]] == 3
+    assert m.retries() == {reason: 2} and m["failed_shards"] == 1
+
+
+def test_not_found_is_not_retried(fault_server: FaultServer) -> None:
+    m = SourceMetrics()
+    with pytest.raises(SourceError, match="train/missing.tar: http 404") as err:
+        open_shard(fault_server.url("train/missing.tar"), options=OPTS, metrics=m)
+    assert err.value.retries == 0 and fault_server.requests["train/missing.tar"] == 1
+    assert m.retries() == {} and m["failed_shards"] == 1
+
+
+def test_wrong_size_or_checksum_is_reported(fault_server: FaultServer, big: dict[str, Any]) -> None:
+    url = fault_server.url(big["path"])
+    with pytest.raises(SourceError, match=f"object is {big['bytes']} bytes, dataset.json says 1000"):
+        open_shard(url, options=OPTS, expected_bytes=1000)
+    with open_shard(url, options=OPTS, expected_sha256="0" * 64) as f:
+        with pytest.raises(SourceError, match="sha256 mismatch"):
+            f.read()
+    fault_server.clear()
+    m = SourceMetrics()
+    with pytest.raises(SourceError, match="sha256 mismatch"):
+        fetch_shard(url, options=OPTS, metrics=m, expected_sha256="0" * 64)
+    assert fault_server.requests[big["path"]] == 2  # fetched, then refetched once
+    assert m.retries() == {"checksum": 1} and m["failed_shards"] == 1
+
+
+def test_an_epoch_with_a_fault_in_every_shard_reads_every_key_once(fault_server: FaultServer,
+                                                                    demo_shards: Path) -> None:
+    entries = shards(demo_shards)
+    expected = {}
+    for s in entries:
+        with open(demo_shards / s["path"], "rb") as f:
+            expected[s["path"]] = tar_keys(f)
+    fault_server.add_fault("dataset.json", Fault(status=503))
+    for i, s in enumerate(entries):
+        cut = s["bytes"] // 3
+        kind = [Fault(reset_after=cut), Fault(truncate_after=cut), Fault(stall_after=cut, stall_s=5.0),
+                Fault(status=503)][i % 4]
+        fault_server.add_fault(s["path"], kind)
+    m = SourceMetrics()
+    manifest = json.loads(read_bytes(fault_server.url("dataset.json"), options=OPTS, metrics=m))
+    assert [s["path"] for sp in manifest["splits"].values() for s in sp["shards"]] == [s["path"] for s in entries]
+
+    def fetch(url: str) -> BinaryIO:
+        s = by_url[url]
+        return fetch_shard(url, options=OPTS, metrics=m, expected_bytes=s["bytes"], expected_sha256=s["sha256"])
+
+    by_url = {fault_server.url(s["path"]): s for s in entries}
+    got = {}
+    for url, f in prefetch(list(by_url), fetch, depth=2, metrics=m):
+        assert not isinstance(f, Exception), f
+        with f:
+            got[by_url[url]["path"]] = tar_keys(f)
+    assert got == expected
+    assert m["failed_shards"] == 0
+    assert sum(m.retries().values()) == len(entries) + 1  # one per shard + dataset.json
+    assert m["bytes_read"] >= sum(s["bytes"] for s in entries)
+
+
+def test_webdataset_reads_a_resumed_stream(fault_server: FaultServer, big: dict[str, Any]) -> None:
+    from webdataset.tariterators import tar_file_iterator
+
+    fault_server.add_fault(big["path"], Fault(reset_after=200_000))
+    fault_server.add_fault(big["path"], Fault(truncate_after=250_000))
+    with open_shard(fault_server.url(big["path"]), options=OPTS, expected_sha256=big["sha256"]) as f:
+        names = [s["fname"] for s in tar_file_iterator(f)]
+    with tarfile.open(fileobj=open(Path(fault_server.root) / big["path"], "rb"), mode="r|") as tf:
+        assert names == [m.name for m in tf if m.isreg()]
+
+
+def test_cache_fills_once_then_serves_from_disk(fault_server: FaultServer, big: dict[str, Any],
+                                                tmp_path: Path) -> None:
+    opts = SourceOptions(timeout_s=0.5, retries=3, backoff_s=0.01, cache_dir=str(tmp_path / "cache"),
+                         cache_bytes=10 << 20)
+    url = fault_server.url(big["path"])
+    fault_server.add_fault(big["path"], Fault(reset_after=400_000))  # the fill itself resumes
+    m = SourceMetrics()
+    for _ in range(2):
+        with open_shard(url, options=opts, metrics=m, expected_sha256=big["sha256"]) as f:
+            assert tar_keys(f) == big["keys"]
+    assert fault_server.requests[big["path"]] == 2  # one fill, resumed once; the second read was a hit
+    assert (m["cache_misses"], m["cache_hits"], m.retries()) == (1, 1, {"reset": 1})
+
+    cached = [p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]
+    assert len(cached) == 1 and hashlib.sha256(cached[0].read_bytes()).hexdigest() == big["sha256"]
+    cached[0].write_bytes(cached[0].read_bytes()[:1000])  # damaged on disk
+    with fetch_shard(url, options=opts, metrics=m, expected_sha256=big["sha256"]) as f:
+        assert f.read() == big["data"]
+    assert m["cache_corrupt"] == 1 and fault_server.requests[big["path"]] == 3
+
+
+def test_cache_never_publishes_a_shard_with_the_wrong_checksum(fault_server: FaultServer, big: dict[str, Any],
+                                                               tmp_path: Path) -> None:
+    opts = SourceOptions(timeout_s=0.5, retries=1, backoff_s=0.01, cache_dir=str(tmp_path))
+    m = SourceMetrics()
+    with pytest.raises(SourceError, match="sha256 mismatch"):
+        open_shard(fault_server.url(big["path"]), options=opts, metrics=m, expected_sha256="f" * 64)
+    assert m.retries() == {"checksum": 1} and fault_server.requests[big["path"]] == 2
+    assert [p.name for p in tmp_path.iterdir()] == [".locks"]
