@@ -20,8 +20,9 @@ dataset; several label columns give one multi-label vector with names ``<column>
 and the column boundaries in dataset.json (recipe.label_groups).
 ``--split-column`` / ``--fold-column`` / ``--group-column`` take split, fold and leakage
 group from columns; ``--source-column`` names each clip (default: ``<split>/<stored audio
-path>``, or ``<split>/<row number>`` when no path is stored). Every other scalar column is kept in each json. Rows without a
-label, with an unknown one or with unreadable audio are reported as ``<file>:row <n>``.
+path>``, or ``<split>/<row number>`` when no path is stored). Every other scalar column is
+kept in each json. Rows without a label, with an unknown one or with unreadable audio are
+reported as ``<file>:row <n>``. Embedded audio is held in memory until packed.
 
 Example (the ESC-50 copy on the hub: filename, fold, target, category, esc10, src_file, take, audio)::
 

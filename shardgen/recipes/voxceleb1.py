@@ -125,7 +125,8 @@ def identification_records(root: Path, table: Path, speakers: dict[str, dict[str
         parts = text.split()
         m = CLIP.match(parts[1]) if len(parts) == 2 else None
         if m is None or parts[0] not in IDEN_SPLITS:
-            problems.append(Problem(where, f"malformed line {text.strip()!r}: expected '<1|2|3> id<n>/<video>/<n>.wav'"))
+            problems.append(Problem(where, f"malformed line {text.strip()!r}: "
+                                           "expected '<1|2|3> id<n>/<video>/<n>.wav'"))
             continue
         source = f"wav/{parts[1]}"
         listed.add(root / source)

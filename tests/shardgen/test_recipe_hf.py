@@ -153,7 +153,8 @@ def test_path_only_audio_and_bad_rows(tmp_path: Path) -> None:
     paths = [write_tone(tmp_path / "src" / f"c{i}.wav", seconds=0.1, sr=16000, seed=i) for i in range(3)]
     gone = write_tone(tmp_path / "gone.wav", seconds=0.1)  # datasets needs it while writing; removed below
     ds = Dataset.from_dict({"audio": [str(p) for p in paths] + [str(gone), str(paths[0])],
-                            "label": [0, 1, None, 0, 1], "fold": ["1", "2", "3", "4", "x"]}).cast_column("audio", Audio())
+                            "label": [0, 1, None, 0, 1], "fold": ["1", "2", "3", "4", "x"]})
+    ds = ds.cast_column("audio", Audio())
     root = tmp_path / "local"
     ds.to_parquet(str(root / "train-00000-of-00001.parquet"))  # to_parquet keeps paths, not bytes
     gone.unlink()
@@ -170,8 +171,8 @@ def test_path_only_audio_and_bad_rows(tmp_path: Path) -> None:
     dup = Dataset.from_dict({"audio": [str(paths[0]), str(paths[0])], "label": [0, 1]}).cast_column("audio", Audio())
     dup.to_parquet(str(tmp_path / "dup" / "x.parquet"))
     d = hf.load(tmp_path / "dup")
-    assert [p.reason for p in d.problems] == [f"duplicate clip name 'train/c0.wav' (also {tmp_path}/dup/x.parquet:row 0)"
-                                              "; name clips with --source-column"]
+    assert [p.reason for p in d.problems] == [
+        f"duplicate clip name 'train/c0.wav' (also {tmp_path}/dup/x.parquet:row 0); name clips with --source-column"]
 
 
 def test_wrong_root_and_columns(tmp_path: Path) -> None:

@@ -167,7 +167,8 @@ def test_real_excerpt(shared: Path, tmp_path: Path) -> None:
     q = nsynth.load(root, qualities=True)
     assert {r.group: r.labels for r in q.records} == {
         "bass_synthetic_068": [1], "keyboard_electronic_001": [], "guitar_acoustic_010": []}
-    assert by["bass_synthetic_068"].extra["velocity"] == 25 and by["bass_synthetic_068"].extra["qualities_str"] == ["dark"]
+    bass = by["bass_synthetic_068"].extra
+    assert bass["velocity"] == 25 and bass["qualities_str"] == ["dark"]
     out = tmp_path / "out"
     assert cli.main(["pack", "--recipe", "nsynth", str(root), str(out), "--no-progress", "--label", "pitch"]) == 0
     m = json.loads((out / "dataset.json").read_text())
