@@ -64,8 +64,9 @@ def load(root: Path, label: str = "instrument_family", qualities: bool = False) 
 
     Example:
         >>> c = load(Path("nsynth"), label="instrument_source")   # doctest: +SKIP
-        >>> c.classes, c.records[0].extra["pitch"]                  # doctest: +SKIP
-        (['acoustic', 'electronic', 'synthetic'], 49)
+        >>> r = next(r for r in c.records if r.group == "bass_synthetic_068")  # doctest: +SKIP
+        >>> c.classes, c.classes[r.labels[0]]                                  # doctest: +SKIP
+        (['acoustic', 'electronic', 'synthetic'], 'synthetic')
     """
     if label not in LABELS:
         raise RecipeError(f"--label must be one of {LABELS}, got {label!r}")

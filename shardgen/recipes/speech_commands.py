@@ -82,8 +82,8 @@ def load(root: Path, task: str = "words", version: str = "auto", silence_percent
 
     Example:
         >>> c = load(Path("speech_commands_v0.02"), task="kws12")   # doctest: +SKIP
-        >>> c.classes[-2:], c.split_counts()["valid"]                 # doctest: +SKIP
-        (['_unknown_', '_silence_'], 10346)
+        >>> c.classes[-2:], c.split_counts()["valid"]   # 9,981 listed clips + 371 _silence_  # doctest: +SKIP
+        (['_unknown_', '_silence_'], 10352)
     """
     if task not in TASKS:
         raise RecipeError(f"--task must be one of {TASKS}, got {task!r}")
