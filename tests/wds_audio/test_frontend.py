@@ -73,9 +73,11 @@ def test_dataset_standardization_uses_manifest_stats(demo_shards: Path, tmp_path
                 n += f.shape[-1]
     mean = total / n
     std = (sq / n - mean ** 2).sqrt()
-    # the train split standardized with its own statistics: mean 0, std 1 per bin (float32 sums)
-    torch.testing.assert_close(mean, torch.zeros(32, dtype=torch.float64), atol=1e-3, rtol=0)
-    torch.testing.assert_close(std, torch.ones(32, dtype=torch.float64), atol=1e-3, rtol=0)
+    # the train split standardized with its own statistics: mean 0, std 1 per bin. Tolerance 2e-3:
+    # in a padded batch the last frame of a shorter clip sees zeros where `shardgen stats` (one clip
+    # at a time) sees reflect padding.
+    torch.testing.assert_close(mean, torch.zeros(32, dtype=torch.float64), atol=2e-3, rtol=0)
+    torch.testing.assert_close(std, torch.ones(32, dtype=torch.float64), atol=2e-3, rtol=0)
     with pytest.raises(ValueError, match="n_mels=32"):
         Frontend(sample_rate=16000, n_mels=64, standardize="dataset", stats=stats)
 
