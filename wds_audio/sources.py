@@ -218,6 +218,30 @@ def _status_of(e: BaseException) -> int | None:
     return None
 
 
+def _is_timeout(x: BaseException) -> bool:
+    return isinstance(x, TimeoutError) or "Timeout" in type(x).__name__
+
+
+def _is_refused(x: BaseException) -> bool:
+    return isinstance(x, ConnectionRefusedError)
+
+
+def _is_reset(x: BaseException) -> bool:
+    name = type(x).__name__
+    # aiohttp keeps the reset only in the text of its ClientPayloadError
+    return isinstance(x, (ConnectionError, http.client.RemoteDisconnected)) or "Disconnect" in name \
+        or ("Payload" in name and "ConnectionResetError" in str(x))
+
+
+def _is_truncated(x: BaseException) -> bool:
+    name = type(x).__name__
+    return isinstance(x, (_Truncated, http.client.IncompleteRead)) or "Payload" in name or "IncompleteRead" in name
+
+
+# The most specific cause wins: aiohttp, for one, reports a reset as an incomplete payload.
+_LABELS = (("timeout", _is_timeout), ("refused", _is_refused), ("reset", _is_reset), ("truncated", _is_truncated))
+
+
 def reason_of(e: BaseException) -> str:
     """A short, stable label for a failure: timeout, reset, refused, truncated, http <code>, ..."""
     status = _status_of(e)
@@ -227,17 +251,10 @@ def reason_of(e: BaseException) -> str:
         return "not found"
     if isinstance(e, PermissionError):
         return "permission denied"
-    for x in _chain(e):
-        name = type(x).__name__
-        if isinstance(x, _Truncated) or isinstance(x, http.client.IncompleteRead) or "Payload" in name \
-                or "IncompleteRead" in name:
-            return "truncated"
-        if isinstance(x, TimeoutError) or "Timeout" in name:
-            return "timeout"
-        if isinstance(x, ConnectionRefusedError):
-            return "refused"
-        if isinstance(x, (ConnectionError, http.client.RemoteDisconnected)) or "Disconnect" in name:
-            return "reset"
+    chain = list(_chain(e))
+    for label, test in _LABELS:
+        if any(test(x) for x in chain):
+            return label
     return f"error: {type(e).__name__}: {e}"[:200]
 
 

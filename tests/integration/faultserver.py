@@ -28,6 +28,7 @@ import fnmatch
 import re
 import socket
 import struct
+import sys
 import threading
 import time
 from collections import Counter
@@ -78,7 +79,7 @@ class FaultServer:
         self._rules: list[_Rule] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._httpd = ThreadingHTTPServer((host, 0), _make_handler(self))
+        self._httpd = _QuietServer((host, 0), _make_handler(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -131,6 +132,13 @@ class FaultServer:
     def _record(self, path: str, rng: str | None, status: int) -> None:
         with self._lock:
             self.log.append((path, rng, status))
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up (timeout, retry) closes its end mid-response: expected here.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:

@@ -1,0 +1,125 @@
+"""s3:// through s3fs, reached as a user reaches AWS (AWS_ENDPOINT_URL + credentials in the
+environment): a moto server for the real S3 API, and the fault server posing as an S3 endpoint
+(path-style GET/HEAD) to inject faults under s3fs's ranged GETs."""
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator
+
+import pytest
+from conftest import S3, s3_env
+from faultserver import Fault, FaultServer
+
+from wds_audio.sources import SourceError, SourceMetrics, SourceOptions, fetch_shard, open_shard, prefetch, read_bytes
+
+pytestmark = pytest.mark.integration
+
+# Small chunks: every shard takes many ranged GETs, so the stitching of ranges is exercised.
+OPTS = SourceOptions(timeout_s=0.5, retries=3, backoff_s=0.01, max_backoff_s=0.05, chunk_bytes=64 << 10)
+
+
+def shards(root: Path) -> list[dict[str, Any]]:
+    manifest = json.loads((root / "dataset.json").read_text())
+    return [s for split in manifest["splits"].values() for s in split["shards"]]
+
+
+def tar_keys(f: BinaryIO) -> list[str]:
+    keys: list[str] = []
+    with tarfile.open(fileobj=f, mode="r|") as tf:
+        for m in tf:
+            key = m.name.split(".", 1)[0]
+            if m.isreg() and (not keys or keys[-1] != key):
+                keys.append(key)
+    return keys
+
+
+def local_keys(root: Path, rel: str) -> list[str]:
+    with open(root / rel, "rb") as f:
+        return tar_keys(f)
+
+
+def test_remote_manifest_and_every_shard(s3: S3) -> None:
+    m = SourceMetrics()
+    opts = SourceOptions(timeout_s=2, retries=1, chunk_bytes=256 << 10)
+    raw = read_bytes(f"{s3.prefix}/dataset.json", options=opts, metrics=m)
+    assert raw == (s3.local / "dataset.json").read_bytes()
+    entries = [s for sp in json.loads(raw)["splits"].values() for s in sp["shards"]]
+    for s in entries:
+        with open_shard(f"{s3.prefix}/{s['path']}", options=opts, metrics=m, expected_bytes=s["bytes"],
+                        expected_sha256=s["sha256"]) as f:
+            assert tar_keys(f) == local_keys(s3.local, s["path"])
+    assert m["bytes_read"] == len(raw) + sum(s["bytes"] for s in entries)
+    assert m["opens"] == 1 + len(entries) and m.retries() == {}
+
+
+def test_prefetch_into_the_cache(s3: S3, tmp_path: Path) -> None:
+    opts = SourceOptions(timeout_s=2, retries=1, cache_dir=str(tmp_path / "cache"), cache_bytes=64 << 20)
+    entries = {f"{s3.prefix}/{s['path']}": s for s in shards(s3.local)}
+    m = SourceMetrics()
+
+    def fetch(url: str) -> BinaryIO:
+        return fetch_shard(url, options=opts, metrics=m, expected_sha256=entries[url]["sha256"])
+
+    for _ in range(2):
+        for url, f in prefetch(list(entries), fetch, depth=2):
+            assert not isinstance(f, Exception), f
+            with f:
+                assert tar_keys(f) == local_keys(s3.local, entries[url]["path"])
+    assert m["cache_misses"] == len(entries) and m["cache_hits"] == len(entries)
+
+
+def test_missing_object_is_not_retried(s3: S3) -> None:
+    m = SourceMetrics()
+    with pytest.raises(SourceError, match="demo/train/missing.tar: not found") as err:
+        open_shard(f"{s3.prefix}/train/missing.tar", options=OPTS, metrics=m)
+    assert err.value.retries == 0 and m.retries() == {}
+
+
+@pytest.fixture(scope="module")
+def fake_s3_server(demo_shards: Path) -> Iterator[FaultServer]:
+    """The fault server as an S3 endpoint (bucket = the demo dataset's directory name); one per
+    module, so the endpoint, and with it s3fs's client, stays the same from test to test."""
+    with FaultServer(demo_shards.parent) as srv:
+        yield srv
+
+
+@pytest.fixture
+def fake_s3(fake_s3_server: FaultServer, monkeypatch: pytest.MonkeyPatch) -> FaultServer:
+    fake_s3_server.clear()
+    for k, v in s3_env(fake_s3_server.base).items():
+        monkeypatch.setenv(k, v)
+    return fake_s3_server
+
+
+@pytest.mark.parametrize("fault,reason", [
+    (Fault(reset_after=20_000), "reset"),
+    (Fault(truncate_after=20_000), "truncated"),
+    (Fault(stall_after=20_000, stall_s=5.0), "timeout"),
+    (Fault(status=503, times=2), "http 503"),
+], ids=["reset", "truncated", "stall", "503x2"])
+def test_faults_under_s3fs_are_resumed(fake_s3: FaultServer, demo_shards: Path, fault: Fault, reason: str) -> None:
+    entry = max(shards(demo_shards), key=lambda s: s["bytes"])
+    key = f"{demo_shards.name}/{entry['path']}"
+    # Fault the third ranged GET, so the stream has to resume in the middle of the object.
+    fake_s3.add_fault(key, Fault(times=2))
+    fake_s3.add_fault(key, fault)
+    m = SourceMetrics()
+    with open_shard(f"s3://{key}", options=OPTS, metrics=m, expected_bytes=entry["bytes"],
+                    expected_sha256=entry["sha256"]) as f:
+        assert tar_keys(f) == local_keys(demo_shards, entry["path"])
+    assert m.retries() == {reason: 2 if fault.status else 1}
+    assert m["failed_shards"] == 0 and m["resumes"] >= 1
+    assert fake_s3.log[2][1] == "bytes=131072-196607"  # the faulted request: third 64 KiB range
+
+
+def test_s3_shard_that_keeps_failing(fake_s3: FaultServer, demo_shards: Path) -> None:
+    entry = max(shards(demo_shards), key=lambda s: s["bytes"])
+    key = f"{demo_shards.name}/{entry['path']}"
+    fake_s3.add_fault(key, Fault(status=503, times=None))
+    m = SourceMetrics()
+    with pytest.raises(SourceError) as err:
+        open_shard(f"s3://{key}", options=OPTS, metrics=m, expected_bytes=entry["bytes"]).read()
+    assert (err.value.reason, err.value.retries) == ("http 503", 3)
+    assert fake_s3.requests[key] == 4 and m["failed_shards"] == 1
