@@ -1,0 +1,102 @@
+"""Shared benchmark helpers: datasets made on the spot, process-tree RSS, markdown tables, charts."""
+from __future__ import annotations
+
+import csv
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+
+def make_clips(root: Path, n: int, seconds: float, sample_rate: int, classes: int = 10, seed: int = 0) -> Path:
+    """``n`` FLAC clips (tone mixtures + noise) at ``sample_rate`` in the csv recipe layout."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "audio").mkdir(exist_ok=True)
+    rows = []
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    for i in range(n):
+        rng = np.random.default_rng([seed, i])
+        c = int(rng.integers(classes))
+        x = 0.2 * np.sin(2 * np.pi * (200 + 150 * c) * t) + 0.05 * rng.standard_normal(len(t))
+        x *= 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(0.5, 3) * t)
+        rel = f"audio/c{i:05d}.flac"
+        sf.write(root / rel, x.astype(np.float32), sample_rate, format="FLAC", subtype="PCM_16")
+        rows.append({"path": rel, "labels": f"class{c}", "split": "train", "fold": 1 + i % 5, "group": f"g{i}"})
+    with open(root / "metadata.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return root
+
+
+def tree_rss_mb(pid: int | None = None) -> float:
+    """Resident memory of a process and all its descendants, in MB (Linux /proc)."""
+    pid = pid or os.getpid()
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                ppid = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(d))
+            except (OSError, IndexError, ValueError):
+                pass
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for line in open(f"/proc/{p}/status"):
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+        todo += children.get(p, [])
+    return total / 1024
+
+
+class PeakRSS:
+    """Samples the process tree's RSS in a thread; ``peak`` in MB."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.peak, self.interval, self._stop = 0.0, interval, threading.Event()
+
+    def __enter__(self) -> "PeakRSS":
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, tree_rss_mb())
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, tree_rss_mb())
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    def fmt(v: Any) -> str:
+        return f"{v:,.2f}" if isinstance(v, float) else str(v)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def bar_chart(rows: list[dict[str, Any]], key: str, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.5))
+    ax.barh([r["name"] for r in rows][::-1], [r[key] for r in rows][::-1])
+    ax.set_xlabel(key)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
