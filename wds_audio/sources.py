@@ -36,7 +36,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter as _Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, Protocol
 from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 
@@ -266,6 +266,35 @@ def _retriable(e: BaseException) -> bool:
     return not isinstance(e, _FATAL) and not any(w in type(e).__name__ for w in _FATAL_NAMES)
 
 
+# ---- what is asked for ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Want:
+    """One read: the object, the byte range wanted, what dataset.json says about the object."""
+
+    url: str
+    options: SourceOptions
+    metrics: SourceMetrics
+    expected_bytes: int | None = None
+    expected_sha256: str | None = None
+    start: int = 0
+    length: int | None = None
+
+    @property
+    def whole(self) -> bool:
+        return self.start == 0 and self.length is None
+
+    @property
+    def end(self) -> int | None:
+        return None if self.length is None else self.start + self.length
+
+    @property
+    def sha256(self) -> str | None:
+        """The checksum to verify: only a read of the whole object can be checked."""
+        return self.expected_sha256 if self.whole else None
+
+
 # ---- openers: one request for the bytes from an offset ---------------------------------------
 
 
@@ -275,7 +304,9 @@ class _Body(Protocol):
 
 
 class _Opener(Protocol):
-    def open_at(self, offset: int, total: int | None) -> tuple[_Body, int | None]: ...
+    def open_at(self, offset: int, end: int | None, total: int | None) -> tuple[_Body, int | None]:
+        """A body from ``offset`` (to ``end``, exclusive, or the object's end) and the object's size."""
+        ...
 
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
@@ -286,8 +317,10 @@ class _HttpOpener:
         self.url, self.options = url, options
         self.etag: str | None = None
 
-    def open_at(self, offset: int, total: int | None) -> tuple[_Body, int | None]:
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
+    def open_at(self, offset: int, end: int | None, total: int | None) -> tuple[_Body, int | None]:
+        headers = {}
+        if offset or end is not None:
+            headers["Range"] = f"bytes={offset}-{'' if end is None else end - 1}"
         req = urllib.request.Request(self.url, headers=headers)
         try:
             resp = urllib.request.urlopen(req, timeout=self.options.timeout_s)  # noqa: S310 - scheme from the table
@@ -313,31 +346,31 @@ class _HttpOpener:
                                             f"Content-Range {resp.headers.get('Content-Range')!r}", 0, offset)
             return None if m.group(3) == "*" else int(m.group(3))
         if offset:
-            # The server ignored Range: skip what was already delivered.
+            # The server ignored Range: skip what is not wanted or was already delivered.
             _skip(resp, offset)
         return int(length) if length is not None else None
 
 
-def _skip(body: _Body, n: int) -> None:
+def _skip(body: Any, n: int) -> None:
     while n > 0:
         got = body.read(min(n, 1 << 20))
         if not got:
-            raise _Truncated(f"body ended while skipping to the resume offset ({n} bytes short)")
+            raise _Truncated(f"body ended while skipping to offset ({n} bytes short)")
         n -= len(got)
 
 
 class _RangeBody:
-    """Reads an fsspec object from ``start`` as a series of ranged GETs of ``chunk`` bytes."""
+    """Reads an fsspec object from ``start`` to ``stop`` as ranged GETs of ``chunk`` bytes."""
 
-    def __init__(self, fs: Any, path: str, start: int, total: int, chunk: int) -> None:
-        self.fs, self.path, self.pos, self.total, self.chunk = fs, path, start, total, chunk
+    def __init__(self, fs: Any, path: str, start: int, stop: int, chunk: int) -> None:
+        self.fs, self.path, self.pos, self.stop, self.chunk = fs, path, start, stop, chunk
         self.buf = memoryview(b"")
 
     def read(self, n: int) -> bytes:
         if not self.buf:
-            if self.pos >= self.total:
+            if self.pos >= self.stop:
                 return b""
-            data = self.fs.cat_file(self.path, start=self.pos, end=min(self.pos + self.chunk, self.total))
+            data = self.fs.cat_file(self.path, start=self.pos, end=min(self.pos + self.chunk, self.stop))
             self.pos += len(data)
             self.buf = memoryview(data)
         out, self.buf = self.buf[:n], self.buf[n:]
@@ -394,10 +427,11 @@ class _FsspecOpener:
         self.url, self.options = url, options
         self.fs = _filesystem(scheme_of(url), options)
 
-    def open_at(self, offset: int, total: int | None) -> tuple[_Body, int | None]:
+    def open_at(self, offset: int, end: int | None, total: int | None) -> tuple[_Body, int | None]:
         if total is None:
             total = int(self.fs.size(self.url))
-        return _RangeBody(self.fs, self.url, offset, total, self.options.chunk_bytes), total
+        stop = total if end is None else min(end, total)
+        return _RangeBody(self.fs, self.url, offset, stop, self.options.chunk_bytes), total
 
 
 # ---- the resuming stream ----------------------------------------------------------------------
@@ -406,15 +440,13 @@ class _FsspecOpener:
 class _ResumingStream(io.RawIOBase):
     """One logical byte stream over as many requests as the network needs."""
 
-    def __init__(self, url: str, opener: _Opener, options: SourceOptions, metrics: SourceMetrics,
-                 expected_bytes: int | None, expected_sha256: str | None) -> None:
+    def __init__(self, want: _Want, opener: _Opener) -> None:
         super().__init__()
-        self.url, self._opener, self._opt, self._metrics = url, opener, options, metrics
-        self._expected_bytes = expected_bytes
-        self._expected_sha = expected_sha256
-        self._sha = hashlib.sha256() if expected_sha256 else None
-        self._total = expected_bytes
-        self._pos = 0
+        self.url, self._want, self._opener = want.url, want, opener
+        self._opt, self._metrics = want.options, want.metrics
+        self._sha = hashlib.sha256() if want.sha256 else None
+        self._total = want.expected_bytes  # the object's size, once known
+        self._pos = want.start
         self._body: _Body | None = None
         self._failures = 0
         self._done = False
@@ -435,21 +467,28 @@ class _ResumingStream(io.RawIOBase):
         super().close()
 
     @property
-    def offset(self) -> int:
-        return self._pos
+    def _stop(self) -> int | None:
+        """Where this stream ends (exclusive), when known."""
+        end = self._want.end
+        return end if end is not None else self._total
 
     def _connect(self) -> None:
-        body, total = self._opener.open_at(self._pos, self._total)
+        if self._stop is not None and self._pos >= self._stop:
+            return self._finish()  # nothing (left) to read
+        body, total = self._opener.open_at(self._pos, self._want.end, self._total)
         self._metrics.add("opens")
-        if self._pos:
+        if self._pos > self._want.start:
             self._metrics.add("resumes")
         if total is not None and self._total is not None and total != self._total:
             self._drop_body(body)
-            what = "dataset.json says" if self._expected_bytes is not None else "it was"
+            what = "dataset.json says" if self._want.expected_bytes is not None else "it was"
             self._give_up(f"object is {total} bytes, {what} {self._total}")
         self._total = total if total is not None else self._total
+        if self._total is not None and self._want.end is not None and self._want.end > self._total:
+            self._drop_body(body)
+            self._give_up(f"bytes {self._want.start}-{self._want.end} asked of an object of {self._total} bytes")
         self._body = body
-        if self._total == 0:
+        if self._stop is not None and self._pos >= self._stop:
             self._finish()
 
     def _read_some(self, view: memoryview) -> int:
@@ -458,12 +497,13 @@ class _ResumingStream(io.RawIOBase):
             if self._done:
                 return 0
         assert self._body is not None
+        stop = self._stop
+        want = len(view) if stop is None else min(len(view), stop - self._pos)
         # read1: whatever has arrived, so bytes received before a drop count as progress
-        read = getattr(self._body, "read1", self._body.read)
-        data = read(len(view))
+        data = getattr(self._body, "read1", self._body.read)(want)
         if not data:
-            if self._total is not None and self._pos < self._total:
-                raise _Truncated(f"body ended at byte {self._pos} of {self._total}")
+            if stop is not None and self._pos < stop:
+                raise _Truncated(f"body ended at byte {self._pos} of {stop}")
             self._finish()
             return 0
         n = len(data)
@@ -472,17 +512,18 @@ class _ResumingStream(io.RawIOBase):
         self._metrics.add("bytes_read", n)
         if self._sha is not None:
             self._sha.update(data)
-        if self._total is not None and self._pos >= self._total:
+        if stop is not None and self._pos >= stop:
             self._finish()  # check as soon as the last byte arrives: tar readers stop before EOF
         return n
 
     def _finish(self) -> None:
         self._done = True
         self._drop_body()
-        if self._expected_bytes is not None and self._pos != self._expected_bytes:
-            self._give_up(f"object is {self._pos} bytes, dataset.json says {self._expected_bytes}")
-        if self._sha is not None and self._sha.hexdigest() != self._expected_sha:
-            self._give_up(f"sha256 mismatch: got {self._sha.hexdigest()}, expected {self._expected_sha}")
+        want = self._want
+        if want.whole and want.expected_bytes is not None and self._pos != want.expected_bytes:
+            self._give_up(f"object is {self._pos} bytes, dataset.json says {want.expected_bytes}")
+        if self._sha is not None and self._sha.hexdigest() != want.sha256:
+            self._give_up(f"sha256 mismatch: got {self._sha.hexdigest()}, expected {want.sha256}")
 
     def _attempt(self, step: Callable[[], Any]) -> Any:
         while True:
@@ -530,26 +571,34 @@ class _ResumingStream(io.RawIOBase):
 # ---- local files and pipes --------------------------------------------------------------------
 
 
-class _VerifyingReader(io.RawIOBase):
-    """A local file checked against its sha256 when its last byte is read."""
+class _Limited(io.RawIOBase):
+    """At most ``left`` bytes of another stream, optionally checked against a sha256 when its
+    last byte (``size``) is read: tar readers stop at the end-of-archive blocks, not at EOF."""
 
-    def __init__(self, url: str, f: BinaryIO, size: int, sha256: str, metrics: SourceMetrics) -> None:
+    def __init__(self, want: _Want, f: BinaryIO, left: int | None, sha256: str | None = None,
+                 size: int | None = None) -> None:
         super().__init__()
-        self.url, self._f, self._size, self._expected, self._metrics = url, f, size, sha256, metrics
-        self._sha = hashlib.sha256()
+        self.url, self._f, self._left, self._metrics = want.url, f, left, want.metrics
+        self._expected, self._size = sha256, size
+        self._sha = hashlib.sha256() if sha256 else None
         self._pos = 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, b: Any) -> int:
-        n = self._f.readinto(b)  # type: ignore[attr-defined]
+        view = memoryview(b).cast("B")
+        if self._left is not None:
+            view = view[: self._left]
+        n = self._f.readinto(view) if view else 0  # type: ignore[attr-defined]
         if n:
-            self._sha.update(memoryview(b)[:n])
             self._pos += n
-            self._metrics.add("bytes_read", n)
-        if self._pos >= self._size and self._sha is not None:
-            got, self._sha = self._sha.hexdigest(), None  # type: ignore[assignment]
+            if self._left is not None:
+                self._left -= n
+            if self._sha is not None:
+                self._sha.update(view[:n])
+        if self._sha is not None and (not n or (self._size is not None and self._pos >= self._size)):
+            got, self._sha = self._sha.hexdigest(), None
             if got != self._expected:
                 self._metrics.add("failed_shards")
                 raise SourceError(self.url, f"sha256 mismatch: got {got}, expected {self._expected}", 0, self._pos)
@@ -569,23 +618,34 @@ def _local_path(url: str) -> str:
     return urllib.request.url2pathname(unquote(parts.path))
 
 
-def _open_local(url: str, options: SourceOptions, metrics: SourceMetrics, expected_bytes: int | None,
-                expected_sha256: str | None) -> BinaryIO:
-    path = _local_path(url)
+def _slice(want: _Want, f: BinaryIO, sha256: str | None = None, size: int | None = None) -> BinaryIO:
+    """``f`` (seekable, at 0) limited to the wanted byte range."""
+    if want.start:
+        f.seek(want.start)
+    if want.length is None and sha256 is None:
+        return f
+    return io.BufferedReader(_Limited(want, f, want.length, sha256, size))  # type: ignore[return-value]
+
+
+def _open_local(want: _Want) -> BinaryIO:
+    path = _local_path(want.url)
     try:
         f = open(path, "rb")
     except OSError as e:
-        metrics.add("failed_shards")
-        raise SourceError(url, f"cannot open {path}: {e.strerror or e}") from e
-    metrics.add("opens")
+        want.metrics.add("failed_shards")
+        raise SourceError(want.url, f"cannot open {path}: {e.strerror or e}") from e
+    want.metrics.add("opens")
     size = os.fstat(f.fileno()).st_size
-    if expected_bytes is not None and size != expected_bytes:
+    bad = None
+    if want.expected_bytes is not None and size != want.expected_bytes:
+        bad = f"file is {size} bytes, dataset.json says {want.expected_bytes}"
+    elif want.end is not None and want.end > size:
+        bad = f"bytes {want.start}-{want.end} asked of a file of {size} bytes"
+    if bad:
         f.close()
-        metrics.add("failed_shards")
-        raise SourceError(url, f"file is {size} bytes, dataset.json says {expected_bytes}")
-    if options.verify_local and expected_sha256:
-        return io.BufferedReader(_VerifyingReader(url, f, size, expected_sha256, metrics))  # type: ignore[return-value]
-    return f
+        want.metrics.add("failed_shards")
+        raise SourceError(want.url, bad)
+    return _slice(want, f, want.sha256 if want.options.verify_local else None, size)
 
 
 class _PipeReader(io.RawIOBase):
@@ -623,21 +683,23 @@ class _PipeReader(io.RawIOBase):
         super().close()
 
 
-def _open_pipe(url: str, options: SourceOptions, metrics: SourceMetrics, expected_bytes: int | None,
-               expected_sha256: str | None) -> BinaryIO:
-    return io.BufferedReader(_PipeReader(url, metrics))  # type: ignore[return-value]
+def _open_pipe(want: _Want) -> BinaryIO:
+    f: BinaryIO = io.BufferedReader(_PipeReader(want.url, want.metrics))  # type: ignore[assignment]
+    if want.start:
+        _skip(f, want.start)  # a pipe cannot seek: read up to the start
+    if want.length is None:
+        return f
+    return io.BufferedReader(_Limited(want, f, want.length))  # type: ignore[return-value]
 
 
-def _open_remote(url: str, options: SourceOptions, metrics: SourceMetrics, expected_bytes: int | None,
-                 expected_sha256: str | None) -> BinaryIO:
-    opener: _Opener = _HttpOpener(url, options) if scheme_of(url) in ("http", "https") else _FsspecOpener(url, options)
-    raw = _ResumingStream(url, opener, options, metrics, expected_bytes, expected_sha256)
-    return io.BufferedReader(raw, buffer_size=min(options.chunk_bytes, 1 << 20))  # type: ignore[return-value]
+def _open_remote(want: _Want) -> BinaryIO:
+    is_http = scheme_of(want.url) in ("http", "https")
+    opener: _Opener = _HttpOpener(want.url, want.options) if is_http else _FsspecOpener(want.url, want.options)
+    raw = _ResumingStream(want, opener)
+    return io.BufferedReader(raw, buffer_size=min(want.options.chunk_bytes, 1 << 20))  # type: ignore[return-value]
 
 
-Open = Callable[[str, SourceOptions, SourceMetrics, "int | None", "str | None"], BinaryIO]
-
-SCHEMES: dict[str, Open] = {
+SCHEMES: dict[str, Callable[[_Want], BinaryIO]] = {
     "": _open_local, "file": _open_local, "http": _open_remote, "https": _open_remote,
     "s3": _open_remote, "gs": _open_remote, "gcs": _open_remote, "pipe": _open_pipe,
 }
@@ -651,23 +713,30 @@ def scheme_of(url: str) -> str:
     return "" if len(s) <= 1 else s
 
 
-def _check_scheme(url: str) -> str:
+def _want(url: str, options: SourceOptions | None, metrics: SourceMetrics | None, expected_bytes: int | None,
+          expected_sha256: str | None, start: int, length: int | None) -> tuple[str, _Want]:
     scheme = scheme_of(url)
     if scheme not in SCHEMES:
         raise ValueError(f"{redact(url)}: unsupported URL scheme {scheme!r}; known: {sorted(k for k in SCHEMES if k)}")
-    return scheme
+    if start < 0 or (length is not None and length < 0):
+        raise ValueError(f"{redact(url)}: start and length must be >= 0, got {start}, {length}")
+    return scheme, _Want(url, options or SourceOptions(), metrics if metrics is not None else SourceMetrics(),
+                         expected_bytes, expected_sha256, start, length)
 
 
 # ---- public entry points ----------------------------------------------------------------------
 
 
 def open_shard(url: str, *, options: SourceOptions | None = None, expected_bytes: int | None = None,
-               expected_sha256: str | None = None, metrics: SourceMetrics | None = None) -> BinaryIO:
-    """A readable stream of the whole object at ``url``, resumed across network failures.
+               expected_sha256: str | None = None, metrics: SourceMetrics | None = None,
+               start: int = 0, length: int | None = None) -> BinaryIO:
+    """A readable stream of the object at ``url`` (or of its bytes ``start:start+length``),
+    resumed across network failures.
 
-    With ``options.cache_dir`` set, a remote shard with a sha256 is fetched whole into the cache
-    (or found there) and the cached file is returned. Raises SourceError when the object cannot
-    be read (after the retries, for the failures worth retrying).
+    A remote read asks only for the wanted range. With ``options.cache_dir`` set, a remote shard
+    with a sha256 is fetched whole into the cache (or found there) and the range is read from
+    the cached file. The sha256 is checked when the whole object is read. Raises SourceError
+    when the object cannot be read (after the retries, for the failures worth retrying).
 
     Example:
         >>> with open_shard("http://127.0.0.1:8000/train/fold1-000000.tar",      # doctest: +SKIP
@@ -675,20 +744,20 @@ def open_shard(url: str, *, options: SourceOptions | None = None, expected_bytes
         ...     for member in tarfile.open(fileobj=f, mode="r|"):
         ...         ...
     """
-    options = options or SourceOptions()
-    metrics = metrics if metrics is not None else SourceMetrics()
-    scheme = _check_scheme(url)
-    if scheme in REMOTE and options.cache_dir and expected_sha256:
-        return _open_cached(url, options, metrics, expected_bytes, expected_sha256)
-    return SCHEMES[scheme](url, options, metrics, expected_bytes, expected_sha256)
+    scheme, want = _want(url, options, metrics, expected_bytes, expected_sha256, start, length)
+    if scheme in REMOTE and want.options.cache_dir and expected_sha256:
+        return _slice(want, _open_cached(want))
+    return SCHEMES[scheme](want)
 
 
 def fetch_shard(url: str, *, options: SourceOptions | None = None, expected_bytes: int | None = None,
-                expected_sha256: str | None = None, metrics: SourceMetrics | None = None) -> BinaryIO:
-    """Like open_shard, but a remote shard is downloaded whole (into memory, or the cache when
-    configured) and checked against its sha256 before it is returned: meant for ``prefetch``,
-    so the download happens in the background and a damaged shard is refetched once before
-    any of its samples is used. Local files and pipes are simply opened.
+                expected_sha256: str | None = None, metrics: SourceMetrics | None = None,
+                start: int = 0, length: int | None = None) -> BinaryIO:
+    """Like open_shard, but a remote shard (or range) is downloaded whole, into memory or the
+    cache when configured, and a whole shard is checked against its sha256 before it is
+    returned: meant for ``prefetch``, so the download happens in the background and a damaged
+    shard is refetched once before any of its samples is used. Local files and pipes are
+    simply opened.
 
     Example:
         >>> opts = SourceOptions(prefetch=2)                                        # doctest: +SKIP
@@ -696,31 +765,28 @@ def fetch_shard(url: str, *, options: SourceOptions | None = None, expected_byte
         >>> for url, f in prefetch(urls, fetch, opts.prefetch):
         ...     ...
     """
-    options = options or SourceOptions()
-    metrics = metrics if metrics is not None else SourceMetrics()
-    scheme = _check_scheme(url)
+    scheme, want = _want(url, options, metrics, expected_bytes, expected_sha256, start, length)
     if scheme not in REMOTE:
-        return SCHEMES[scheme](url, options, metrics, expected_bytes, expected_sha256)
-    if options.cache_dir and expected_sha256:
-        return _open_cached(url, options, metrics, expected_bytes, expected_sha256)
+        return SCHEMES[scheme](want)
+    if want.options.cache_dir and expected_sha256:
+        return _slice(want, _open_cached(want))
     for attempt in range(2):
         buf = io.BytesIO()
-        _download(url, buf, options, metrics, expected_bytes, None)
-        got = hashlib.sha256(buf.getbuffer()).hexdigest() if expected_sha256 else None
-        if got == expected_sha256:
+        _download(replace(want, expected_sha256=None), buf)
+        got = hashlib.sha256(buf.getbuffer()).hexdigest() if want.sha256 else None
+        if got == want.sha256:
             buf.seek(0)
             return buf
         if attempt:
-            metrics.add("failed_shards")
-            raise SourceError(url, f"sha256 mismatch: got {got}, expected {expected_sha256}", 1)
-        metrics.add_retry("checksum")  # one full refetch: a resume may have spliced two versions
+            want.metrics.add("failed_shards")
+            raise SourceError(url, f"sha256 mismatch: got {got}, expected {want.sha256}", 1)
+        want.metrics.add_retry("checksum")  # one full refetch: a resume may have spliced two versions
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _download(url: str, out: Any, options: SourceOptions, metrics: SourceMetrics,
-              expected_bytes: int | None, expected_sha256: str | None) -> None:
-    with _open_remote(url, options, metrics, expected_bytes, expected_sha256) as src:
-        while chunk := src.read(options.chunk_bytes):
+def _download(want: _Want, out: Any) -> None:
+    with _open_remote(want) as src:
+        while chunk := src.read(want.options.chunk_bytes):
             out.write(chunk)
 
 
@@ -738,24 +804,25 @@ def _cache_for(options: SourceOptions) -> Any:
         return _CACHES[key]
 
 
-def _open_cached(url: str, options: SourceOptions, metrics: SourceMetrics, expected_bytes: int | None,
-                 expected_sha256: str) -> BinaryIO:
+def _open_cached(want: _Want) -> BinaryIO:
+    """The whole shard from the cache (filled on a miss), open at byte 0."""
     from .cache import ChecksumMismatch
 
-    cache = _cache_for(options)
+    cache = _cache_for(want.options)
+    whole = replace(want, expected_sha256=None, start=0, length=None)  # the cache hashes what is written
 
     def fill(out: Any) -> None:
-        # The cache hashes what is written; the stream need not hash it again.
-        _download(url, out, options, metrics, expected_bytes, None)
+        _download(whole, out)
 
     for attempt in range(2):
         try:
-            return cache.open(url, expected_sha256, fill, expected_bytes=expected_bytes, metrics=metrics)
+            return cache.open(want.url, want.expected_sha256, fill, expected_bytes=want.expected_bytes,
+                              metrics=want.metrics)
         except ChecksumMismatch as e:
             if attempt:
-                metrics.add("failed_shards")
-                raise SourceError(url, f"sha256 mismatch: got {e.actual}, expected {e.expected}", 1) from e
-            metrics.add_retry("checksum")
+                want.metrics.add("failed_shards")
+                raise SourceError(want.url, f"sha256 mismatch: got {e.actual}, expected {e.expected}", 1) from e
+            want.metrics.add_retry("checksum")
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -4,6 +4,7 @@ that keeps failing raises SourceError with its reason after the configured retri
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import tarfile
@@ -178,6 +179,47 @@ def test_an_epoch_with_a_fault_in_every_shard_reads_every_key_once(fault_server:
     assert m["failed_shards"] == 0
     assert sum(m.retries().values()) == len(entries) + 1  # one per shard + dataset.json
     assert m["bytes_read"] >= sum(s["bytes"] for s in entries)
+
+
+def sample_slice(root: Path, rel: str, first: int, count: int) -> tuple[int, int, list[str]]:
+    """Byte range of samples ``first:first+count`` of a local tar (header of the first member
+    to the header after the last), and their keys: what the loader reads with the DALI .idx."""
+    starts: list[tuple[int, str]] = []
+    with tarfile.open(root / rel, "r:") as tf:
+        for m in tf.getmembers():
+            key = m.name.split(".", 1)[0]
+            if not starts or starts[-1][1] != key:
+                starts.append((m.offset, key))
+    return starts[first][0], starts[first + count][0], [k for _, k in starts[first:first + count]]
+
+
+@pytest.mark.parametrize("extra", [None, Fault(ignore_range=True, times=None)], ids=["range", "range-ignored"])
+def test_a_byte_range_is_asked_for_and_resumed_inside_it(fault_server: FaultServer, demo_shards: Path,
+                                                         big: dict[str, Any], extra: Fault | None) -> None:
+    start, end, keys = sample_slice(demo_shards, big["path"], 3, 5)
+    fault_server.add_fault(big["path"], Fault(truncate_after=50_000))
+    if extra:
+        fault_server.add_fault(big["path"], extra)
+    m = SourceMetrics()
+    with open_shard(fault_server.url(big["path"]), options=OPTS, metrics=m, start=start, length=end - start,
+                    expected_bytes=big["bytes"], expected_sha256=big["sha256"]) as f:
+        data = f.read()
+    assert data == big["data"][start:end]
+    assert tar_keys(io.BytesIO(data)) == keys
+    asked = [r for _, r, _ in fault_server.log]
+    assert asked == [f"bytes={start}-{end - 1}", f"bytes={start + 50_000}-{end - 1}"]
+    assert m.retries() == {"truncated": 1} and m["resumes"] == 1
+
+
+def test_a_byte_range_from_the_cache(fault_server: FaultServer, demo_shards: Path, big: dict[str, Any],
+                                     tmp_path: Path) -> None:
+    start, end, keys = sample_slice(demo_shards, big["path"], 2, 4)
+    opts = SourceOptions(timeout_s=0.5, cache_dir=str(tmp_path))
+    for _ in range(2):
+        with open_shard(fault_server.url(big["path"]), options=opts, start=start, length=end - start,
+                        expected_sha256=big["sha256"]) as f:
+            assert tar_keys(f) == keys
+    assert fault_server.log == [(big["path"], None, 200)]  # the whole shard, once
 
 
 def test_webdataset_reads_a_resumed_stream(fault_server: FaultServer, big: dict[str, Any]) -> None:

@@ -54,6 +54,14 @@ def test_remote_manifest_and_every_shard(s3: S3) -> None:
     assert m["opens"] == 1 + len(entries) and m.retries() == {}
 
 
+def test_byte_range_of_an_object(s3: S3) -> None:
+    entry = max(shards(s3.local), key=lambda s: s["bytes"])
+    data = (s3.local / entry["path"]).read_bytes()
+    start, length = 100_000, 150_001  # spans three 64 KiB GETs, ends off a chunk boundary
+    with open_shard(f"{s3.prefix}/{entry['path']}", options=OPTS, start=start, length=length) as f:
+        assert f.read() == data[start:start + length]
+
+
 def test_prefetch_into_the_cache(s3: S3, tmp_path: Path) -> None:
     opts = SourceOptions(timeout_s=2, retries=1, cache_dir=str(tmp_path / "cache"), cache_bytes=64 << 20)
     entries = {f"{s3.prefix}/{s['path']}": s for s in shards(s3.local)}

@@ -121,6 +121,23 @@ def test_pipe_closed_early_does_not_hang() -> None:
     assert time.monotonic() - t0 < 5
 
 
+@pytest.mark.parametrize("start,length", [(0, 100), (1536, 5000), (1536, None), (7, 0)])
+def test_byte_ranges_of_local_files_and_pipes(shard, start: int, length: int | None) -> None:
+    path, data, _ = shard
+    end = None if length is None else start + length
+    for url in (str(path), path.as_uri(), f"pipe:cat '{path}'"):
+        with open_shard(url, start=start, length=length) as f:
+            assert f.read() == data[start:end], url
+
+
+def test_range_beyond_the_end_is_an_error(shard) -> None:
+    path, data, _ = shard
+    with pytest.raises(SourceError, match=f"asked of a file of {len(data)} bytes"):
+        open_shard(str(path), start=len(data) - 10, length=11)
+    with pytest.raises(ValueError, match="start and length must be >= 0"):
+        open_shard(str(path), start=-1)
+
+
 # ---- schemes and errors -------------------------------------------------------------------------
 
 
