@@ -283,8 +283,9 @@ def _encoded(jobs: list[tuple[Record, int, str, int]], workers: int) -> Iterator
     if workers <= 1:
         yield from map(_encode_job, jobs)
         return
-    with get_context("spawn").Pool(workers) as pool:
-        yield from pool.imap(_encode_job, jobs, chunksize=4)
+    # fork: workers start in milliseconds and inherit the records instead of unpickling them
+    with get_context("fork").Pool(workers) as pool:
+        yield from pool.imap(_encode_job, jobs, chunksize=8)
 
 
 def pack(collection: Collection, out: str | Path, opts: PackOptions | None = None) -> PackResult:

@@ -38,9 +38,19 @@ def audio_files(root: Path) -> list[Path]:
 
 def unlisted(root: Path, listed: set[Path], where: str) -> list[Problem]:
     """Audio files in the tree that the metadata does not mention."""
-    listed = {p.resolve() for p in listed}
-    return [Problem(str(p), f"audio file not listed in {where}")
-            for p in audio_files(root) if p.resolve() not in listed]
+    root = Path(root)
+    # compare paths as found under root; resolve() (a syscall per path) only for the rest
+    plain = {Path(p) for p in listed}
+    resolved: set[Path] | None = None
+    out = []
+    for p in audio_files(root):
+        if p in plain:
+            continue
+        if resolved is None:
+            resolved = {q.resolve() for q in plain}
+        if p.resolve() not in resolved:
+            out.append(Problem(str(p), f"audio file not listed in {where}"))
+    return out
 
 
 def summarize(problems: list[Problem], limit: int = 20) -> str:
