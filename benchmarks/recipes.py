@@ -175,7 +175,8 @@ def render(runs: list[Run], args: argparse.Namespace, esc_seconds: float, us_cap
         "",
         f"`.venv/bin/python benchmarks/recipes.py{' --quick' if args.quick else ''}"
         f"{f' --us8k-max-seconds {args.us8k_max_seconds}' if args.us8k_max_seconds and not args.quick else ''}`"
-        f" on {platform.machine()} with {os.cpu_count()} CPU cores (shared), Python {platform.python_version()}.",
+        f" on {platform.machine()} with {os.cpu_count()} CPU cores, Python {platform.python_version()};"
+        f" 1-min load average at the end {os.getloadavg()[0]:.1f} (other jobs share the cores).",
         f"Real metadata rows, synthetic 16-bit {SOURCE_RATE} Hz mono audio (ESC-50: {esc_seconds:g}-s clips; "
         f"UrbanSound8K: listed durations{f' capped at {us_cap:g} s' if us_cap else ''}). "
         f"`shardgen pack --workers {args.workers} --sample-rate {args.sample_rate}` (FLAC), timed in-process "

@@ -226,3 +226,20 @@ def test_real_metadata_missing_and_unlisted_reported(shared: Path, tmp_path: Pat
     assert len(c.records) == 1998
     with pytest.raises(RecipeError, match="expected meta/esc50.csv"):
         esc50.load(tmp_path)
+
+
+@pytest.mark.slow
+def test_full_size_trees_benchmark_quick(shared: Path, tmp_path: Path) -> None:
+    """Opt-in (-m slow): benchmarks/recipes.py --quick packs all 2,000 ESC-50 and 8,732 UrbanSound8K rows."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    results = tmp_path / "recipes.md"
+    run = subprocess.run([sys.executable, str(repo / "benchmarks" / "recipes.py"), "--quick", "--tmp", str(tmp_path),
+                          "--results", str(results)], capture_output=True, text=True, timeout=280)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = [line.split("|") for line in results.read_text().splitlines() if line.startswith("| esc50")
+            or line.startswith("| urbansound8k")]
+    assert [(r[1].strip(), int(r[2]), r[3].strip()) for r in rows] == [
+        ("esc50", 2000, "5 x 400"), ("urbansound8k", 8732, "10 (official counts)")]
