@@ -304,23 +304,43 @@ def wav_pcm16(data: bytes, key: str) -> tuple[np.ndarray, int, int]:
     raise SampleError("decode_error", f"{key}: WAV has no data chunk")
 
 
-def decode_audio(sample: Sample, pcm: bool) -> tuple[np.ndarray, int]:
-    """(frames, channels) float32 (or int16 for pcm) and the stored sample rate."""
+def _audio_member(sample: Sample) -> str:
     ext = next((e for e in AUDIO_EXTS if e in sample), None)
     if ext is None:
         raise SampleError("no_audio", f"{sample['__key__']} has no audio member")
+    return ext
+
+
+def decode_audio(sample: Sample, pcm: bool, window: Callable[[int, int], tuple[int, int]] | None = None) -> tuple[np.ndarray, int]:
+    """(frames, channels) float32 (or int16 for pcm) and the stored sample rate.
+
+    ``window(frames, sample_rate) -> (start, count)`` decodes only part of the clip (a crop),
+    seeking in the compressed stream instead of decoding what would be thrown away.
+    """
+    ext = _audio_member(sample)
     if pcm:
         if ext != "wav":
             raise SampleError("decode_error", f"{sample['__key__']}: pcm_on_device needs WAV shards, found .{ext}")
         x, sr, _ = wav_pcm16(sample[ext], sample["__key__"])
         return x, sr
     try:
-        x, sr = sf.read(io.BytesIO(sample[ext]), dtype="float32", always_2d=True)
+        with sf.SoundFile(io.BytesIO(sample[ext])) as f:
+            start, count = window(f.frames, f.samplerate) if window else (0, -1)
+            if start:
+                f.seek(start)
+            x, sr = f.read(count, dtype="float32", always_2d=True), f.samplerate
     except Exception as e:  # noqa: BLE001 - every decoder failure is the same kind of skip
         raise SampleError("decode_error", f"{sample['__key__']} ({sample.get('__url__')}): .{ext} does not decode ({e})") from e
     if len(x) == 0:
         raise SampleError("decode_error", f"{sample['__key__']}: zero-length audio")
     return x, sr
+
+
+def crop_start(length: int, window: int, mode: str, rng: np.random.Generator | None) -> int:
+    """First sample of a ``window`` crop of a ``length``-sample clip (random or centred)."""
+    if length <= window:
+        return 0
+    return int(rng.integers(length - window + 1)) if mode == "random" else (length - window) // 2  # type: ignore[union-attr]
 
 
 def trim(x: np.ndarray, sr: int, top_db: float) -> np.ndarray:
@@ -338,10 +358,7 @@ def crop(x: np.ndarray, window: int | None, mode: str, rng: np.random.Generator 
     """Random ("random") or centre ("center") crop to ``window``; shorter clips are returned whole."""
     if window is None or len(x) <= window:
         return x
-    if mode == "random":
-        start = int(rng.integers(len(x) - window + 1))  # type: ignore[union-attr]
-    else:
-        start = (len(x) - window) // 2
+    start = crop_start(len(x), window, mode, rng)
     return x[start:start + window]
 
 
@@ -358,6 +375,17 @@ class Shaper:
 
         key = sample["__key__"]
         labels = labels_of(sample, self.num_classes)
+        mode = "random" if self.cfg.training else ("center" if self.cfg.eval_crop == "center" else "full")
+        rng = sample_rng(self.cfg.seed, self.epoch, key, f"crop{sample.get('__rep__', 0)}") if mode == "random" else None
+        target = self.cfg.clip_samples if mode != "full" else None
+        if target and not self.cfg.pcm_on_device and self.cfg.trim_db is None:
+            # crop before decoding: only the window (in stored samples) is decoded and resampled
+            def window(frames: int, sr: int) -> tuple[int, int]:
+                need = -(-target * sr // self.cfg.sample_rate)
+                return (crop_start(frames, need, mode, rng), need) if frames > need else (0, -1)
+            x, sr = decode_audio(sample, False, window)
+            x = resample(x.mean(axis=1) if x.shape[1] > 1 else x[:, 0], sr, self.cfg.sample_rate)[:target]
+            return self._finish(key, x, labels, sample)
         x, sr = decode_audio(sample, self.cfg.pcm_on_device)
         if self.cfg.pcm_on_device:
             if sr != self.cfg.sample_rate:
@@ -368,9 +396,9 @@ class Shaper:
             x = resample(x, sr, self.cfg.sample_rate)
             if self.cfg.trim_db is not None:
                 x = trim(x, self.cfg.sample_rate, self.cfg.trim_db)
-        mode = "random" if self.cfg.training else ("center" if self.cfg.eval_crop == "center" else "full")
-        rng = sample_rng(self.cfg.seed, self.epoch, key, f"crop{sample.get('__rep__', 0)}") if mode == "random" else None
-        x = crop(x, self.cfg.clip_samples if mode != "full" else None, mode, rng)
+        return self._finish(key, crop(x, target, mode, rng), labels, sample)
+
+    def _finish(self, key: str, x: np.ndarray, labels: np.ndarray, sample: Sample) -> Sample:
         if self.cfg.loudness is not None:
             x = normalize(x, self.cfg.sample_rate, self.cfg.loudness, self.cfg.loudness_db)
         return {"key": key, "audio": np.ascontiguousarray(x), "labels": labels, "valid": bool(sample.get("__valid__", True))}
