@@ -63,7 +63,8 @@ def ranges(srv: FaultServer, path: str) -> list[int]:
     (Fault(status=503, times=2), "http 503", 3),
     (Fault(status=500), "http 500", 2),
     (Fault(latency_s=0.2, times=None), None, 1),
-], ids=["reset", "truncated", "stall", "503x2", "500", "latency"])
+    (Fault(latency_s=1.0), "timeout", 2),
+], ids=["reset", "truncated", "stall", "503x2", "500", "latency", "no-headers"])
 def test_each_fault_gives_the_same_bytes_and_keys(fault_server: FaultServer, big: dict[str, Any], fault: Fault,
                                                   reason: str | None, requests: int) -> None:
     fault_server.add_fault(big["path"], fault)

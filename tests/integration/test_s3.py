@@ -3,7 +3,9 @@ environment): a moto server for the real S3 API, and the fault server posing as 
 (path-style GET/HEAD) to inject faults under s3fs's ranged GETs."""
 from __future__ import annotations
 
+import hashlib
 import json
+import multiprocessing
 import tarfile
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
@@ -76,6 +78,29 @@ def test_prefetch_into_the_cache(s3: S3, tmp_path: Path) -> None:
             with f:
                 assert tar_keys(f) == local_keys(s3.local, entries[url]["path"])
     assert m["cache_misses"] == len(entries) and m["cache_hits"] == len(entries)
+
+
+def _read_in_child(url: str, sha: str, out: Any) -> None:
+    try:
+        with open_shard(url, options=OPTS, expected_sha256=sha) as f:
+            out.put(("ok", hashlib.sha256(f.read()).hexdigest()))
+    except BaseException as e:  # noqa: BLE001 - reported to the parent
+        out.put(("error", repr(e)))
+
+
+def test_a_forked_worker_reads_after_the_parent_used_s3(s3: S3) -> None:
+    # DataLoader workers are forked after the main process read dataset.json through s3fs.
+    read_bytes(f"{s3.prefix}/dataset.json", options=OPTS)
+    entry = shards(s3.local)[0]
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    proc = ctx.Process(target=_read_in_child, args=(f"{s3.prefix}/{entry['path']}", entry["sha256"], out))
+    proc.start()
+    try:
+        assert out.get(timeout=30) == ("ok", entry["sha256"])
+    finally:
+        proc.join(timeout=10)
+    assert proc.exitcode == 0
 
 
 def test_missing_object_is_not_retried(s3: S3) -> None:
