@@ -22,7 +22,8 @@ from .records import RecipeError
 EPILOG = __doc__.split("Examples::", 1)[1]
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(recipe: str | None = None) -> argparse.ArgumentParser:
+    """The CLI; with ``recipe``, `pack` also takes that recipe's options (anywhere on the line)."""
     p = argparse.ArgumentParser(prog="shardgen", description="Datasets -> WebDataset audio shards (format v1).",
                                 epilog="examples:" + EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"shardgen {__version__}")
@@ -48,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     pk.add_argument("--resume", action="store_true", help="keep complete shards of an interrupted pack, redo the rest")
     pk.add_argument("--overwrite", action="store_true", help="replace an existing pack in OUT")
     pk.add_argument("--no-progress", action="store_true", help="no progress bar")
+    if recipe is not None:
+        module = recipes.get(recipe)
+        group = pk.add_argument_group(f"options of the {recipe} recipe", (module.__doc__ or "").strip())
+        module.add_arguments(group)
+        pk.set_defaults(recipe_dests=[a.dest for a in group._group_actions])
 
     vf = sub.add_parser("verify", help="check shards against dataset.json",
                         epilog="example:\n  shardgen verify data/demo\n  shardgen verify s3://bucket/demo",
@@ -78,20 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _recipe_parser(name: str) -> argparse.ArgumentParser:
-    recipe = recipes.get(name)
-    rp = argparse.ArgumentParser(prog=f"shardgen pack --recipe {name} SRC OUT", description=recipe.__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    recipe.add_arguments(rp)
-    return rp
-
-
-def cmd_pack(args: argparse.Namespace, rest: list[str]) -> int:
+def cmd_pack(args: argparse.Namespace) -> int:
     from .recipes._common import summarize
     from .writer import PackError, PackOptions, pack
 
     recipe = recipes.get(args.recipe)
-    ropts = vars(_recipe_parser(args.recipe).parse_args(rest))
+    ropts = {d: getattr(args, d) for d in args.recipe_dests}
     on_error = "raise" if args.strict else (args.on_error or recipe.DEFAULT_ON_ERROR)
     try:
         collection = recipe.load(args.src, **ropts)
@@ -127,17 +125,27 @@ def cmd_recipes() -> int:
     return 0
 
 
+def _recipe_in(argv: list[str]) -> str | None:
+    """The value of `pack --recipe NAME` / `--recipe=NAME`, found before argparse runs."""
+    if argv[:1] != ["pack"]:
+        return None
+    for i, a in enumerate(argv):
+        if a == "--recipe" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--recipe="):
+            return a.split("=", 1)[1]
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = _parser()
-    if argv[:1] == ["pack"] and ("-h" in argv or "--help" in argv) and "--recipe" in argv[:-1]:
-        _recipe_parser(argv[argv.index("--recipe") + 1]).print_help()  # the recipe's layout and options
-        return 0
-    args, rest = parser.parse_known_args(argv)
+    recipe = _recipe_in(argv)
+    if recipe is not None and recipe not in recipes.available():
+        print(f"shardgen pack: error: unknown recipe {recipe!r}; see `shardgen recipes`", file=sys.stderr)
+        return 2
+    args = _parser(recipe).parse_args(argv)
     if args.command == "pack":
-        return cmd_pack(args, rest)
-    if rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        return cmd_pack(args)
     if args.command == "verify":
         from .verify import verify
         problems = verify(args.dataset, decode=not args.no_decode)

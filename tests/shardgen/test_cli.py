@@ -79,3 +79,19 @@ def test_pack_error_is_one_clear_line(tmp_path: Path, capsys) -> None:
     assert main(["pack", "--recipe", "csv", str(tmp_path / "src"), str(tmp_path / "o"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "metadata.csv: missing column(s) ['path']" in err
+
+
+def test_recipe_options_anywhere_on_the_line(demo_src: Path, tmp_path: Path) -> None:
+    """Recipe options before SRC OUT are the recipe's, not the paths (a former parsing trap)."""
+    classes = tmp_path / "classes.txt"
+    classes.write_text((demo_src / "classes.txt").read_text())
+    out = tmp_path / "ds"
+    assert main(["pack", "--recipe", "csv", "--classes", str(classes), "--name", "early", str(demo_src), str(out),
+                 "--no-progress"]) == 0
+    m = json.loads((out / MANIFEST).read_text())
+    assert m["name"] == "early" and m["classes"] == classes.read_text().split()
+
+
+def test_unknown_recipe_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    assert main(["pack", "--recipe", "nope", str(tmp_path), str(tmp_path / "o")]) == 2
+    assert "unknown recipe 'nope'" in capsys.readouterr().err
