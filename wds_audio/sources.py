@@ -417,9 +417,13 @@ def _make_filesystem(protocol: str, options: SourceOptions) -> Any:
             "retries": {"total_max_attempts": 1}})
         fs.retries = 1  # s3fs's own retry loop: one try, this module retries
         return fs
-    import gcsfs  # pragma: no cover - not installed in the test environment
+    import aiohttp  # pragma: no cover - gcsfs is not installed in the test environment
+    import gcsfs  # pragma: no cover
 
-    return gcsfs.GCSFileSystem(skip_instance_cache=True, timeout=options.timeout_s)  # pragma: no cover
+    # Per request: connect and per-read (stall) limits, no limit on the whole transfer.
+    # gcsfs retries some errors itself (a fixed class setting); ours come on top.
+    limits = aiohttp.ClientTimeout(total=None, sock_connect=options.timeout_s, sock_read=options.timeout_s)
+    return gcsfs.GCSFileSystem(skip_instance_cache=True, requests_timeout=limits)  # pragma: no cover
 
 
 class _FsspecOpener:
