@@ -10,15 +10,13 @@
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from faultserver import FaultServer  # noqa: E402
+from .faultserver import FaultServer
 
 BUCKET = "wds-audio-test"
 

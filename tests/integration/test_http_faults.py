@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import pytest
-from faultserver import Fault, FaultServer
 
 from wds_audio.sources import SourceError, SourceMetrics, SourceOptions, fetch_shard, open_shard, prefetch, read_bytes
+
+from .faultserver import Fault, FaultServer
 
 pytestmark = pytest.mark.integration
 

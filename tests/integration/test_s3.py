@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
 import pytest
-from conftest import S3, s3_env
-from faultserver import Fault, FaultServer
 
 from wds_audio.sources import SourceError, SourceMetrics, SourceOptions, fetch_shard, open_shard, prefetch, read_bytes
+
+from .conftest import S3, s3_env
+from .faultserver import Fault, FaultServer
 
 pytestmark = pytest.mark.integration
 
