@@ -23,6 +23,7 @@ from .catalog import Catalog
 from .config import LoaderConfig
 from .plan import EpochPlan, plan_epoch
 from .rng import seed_of
+from .sources import SourceMetrics
 from .stream import Batch, stream_batches
 
 
@@ -99,7 +100,8 @@ class AudioLoader:
         self.epoch, self.start = 0, 0
         self._loader: DataLoader | None = None
         self._metrics = {"batches": 0, "samples": 0, "valid_samples": 0, "wait_s": 0.0, "time_s": 0.0,
-                         "first_batch_s": None, "skipped": Counter(), "skipped_keys": []}
+                         "first_batch_s": None, "skipped": Counter(), "skipped_keys": [],
+                         "source": SourceMetrics()}
 
     def _rebalance_stage(self) -> Any:
         if self.cfg.rebalance is None:
@@ -173,13 +175,16 @@ class AudioLoader:
         m["valid_samples"] += int(b.valid.sum())
         m["time_s"] = time.perf_counter() - t0 if m["batches"] == 1 else m["time_s"] + waited
         m["skipped"].update(b.stats.get("skipped", {}))
+        if "source" in b.stats:
+            m["source"].merge(b.stats["source"])
         room = self.cfg.max_reported_keys - len(m["skipped_keys"])
         m["skipped_keys"] += b.stats.get("skipped_keys", [])[: max(room, 0)]
 
     def metrics(self) -> dict[str, Any]:
-        """clips/s over the time the consumer waited, wait time, skipped counts by reason and keys."""
+        """Consumer wait, first-batch time, skipped counts by reason and key, source retries/bytes."""
         m = dict(self._metrics)
         m["skipped"] = dict(m["skipped"])
+        m["source"] = m["source"].as_dict()
         m["skipped_total"] = sum(m["skipped"].values())
         m["clips_per_s_waiting"] = m["samples"] / m["wait_s"] if m["wait_s"] > 0 else None
         return m

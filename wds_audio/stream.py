@@ -128,47 +128,17 @@ def split_name(name: str) -> tuple[str, str]:
     return (name, "") if dot < 0 else (name[:dot], name[dot + 1:])
 
 
-class _Window:
-    """A file object limited to ``length`` bytes of another (a slice of a shard)."""
-
-    def __init__(self, f: BinaryIO, length: int | None) -> None:
-        self.f, self.left = f, length
-
-    def read(self, n: int) -> bytes:
-        if self.left is not None:
-            n = min(n, self.left)
-        data = self.f.read(n)
-        if self.left is not None:
-            self.left -= len(data)
-        return data
-
-
-def _open_range(url: str, start: int, length: int | None, options: Any) -> BinaryIO:
-    """The bytes ``start:start+length`` of ``url`` as a stream (local: seek; remote: ranged read)."""
-    if sources.scheme_of(url) in ("", "file"):
-        f = sources.open_url(url)
-        f.seek(start)
-    else:
-        f = sources.open_shard(url, options=options, start=start)
-    return _Window(f, length)  # type: ignore[return-value]
-
-
-def _discard(f: BinaryIO, n: int) -> None:
-    if hasattr(f, "seek") and getattr(f, "seekable", lambda: False)():
-        f.seek(n, io.SEEK_CUR)
-        return
-    while n > 0:
-        chunk = f.read(min(n, 1 << 20))
-        if not chunk:
-            raise tarfile.ReadError("shard ends before the planned slice")
-        n -= len(chunk)
-
-
 class ShardReader:
-    """Reads planned slices of a catalog's shards, seeking with the DALI .idx when there is one."""
+    """Reads planned slices of a catalog's shards, seeking with the DALI .idx when there is one.
+
+    A slice is one byte range (one ranged request for a remote shard); a whole shard is checked
+    against its sha256 from dataset.json as it is read.
+    """
 
     def __init__(self, catalog: Catalog, options: Any = None) -> None:
-        self.catalog, self.options = catalog, options
+        self.catalog = catalog
+        self.options = options or sources.SourceOptions()
+        self.metrics = sources.SourceMetrics()
         self._offsets: dict[int, list[int] | None] = {}
 
     def offsets(self, shard: int) -> list[int] | None:
@@ -187,11 +157,22 @@ class ShardReader:
                 self._offsets[shard] = [m[0][1] - 512 for m in idx] + [last[1] + (last[2] + 511) // 512 * 512]
         return self._offsets[shard]
 
-    def read(self, sl: Slice) -> Iterator[Sample]:
-        url = self.catalog.shards[sl.shard].url
+    def open(self, sl: Slice, fetch: bool = False) -> tuple[BinaryIO, int]:
+        """A stream of the slice's bytes and how many leading samples still have to be skipped."""
+        shard = self.catalog.shards[sl.shard]
         offs = self.offsets(sl.shard)
+        whole = sl.start == 0 and sl.stop == shard.samples
         start, length, skip = (offs[sl.start], offs[sl.stop] - offs[sl.start], 0) if offs else (0, None, sl.start)
-        f = _open_range(url, start, length, self.options)
+        if whole and offs:
+            start, length = 0, None
+        check = whole and (self.options.verify_local or sources.scheme_of(shard.url) in sources.REMOTE)
+        kw = dict(options=self.options, metrics=self.metrics, start=start, length=length,
+                  expected_bytes=shard.bytes if check else None, expected_sha256=shard.sha256 if check else None)
+        f = (sources.fetch_shard if fetch else sources.open_shard)(shard.url, **kw)
+        return f, skip
+
+    def samples(self, f: BinaryIO, skip: int, sl: Slice) -> Iterator[Sample]:
+        url = self.catalog.shards[sl.shard].url
         try:
             n = 0
             for sample in _group(iter_members(f, url), url):
@@ -206,9 +187,11 @@ class ShardReader:
             if n < len(sl):
                 raise tarfile.ReadError(f"{url}: {len(sl) - n} planned sample(s) missing at the end of the shard")
         finally:
-            close = getattr(getattr(f, "f", f), "close", None)
-            if close:
-                close()
+            f.close()
+
+    def read(self, sl: Slice) -> Iterator[Sample]:
+        f, skip = self.open(sl)
+        yield from self.samples(f, skip, sl)
 
 
 def _group(members: Iterator[tuple[str, bytes]], url: str) -> Iterator[Sample]:
@@ -226,12 +209,29 @@ def _group(members: Iterator[tuple[str, bytes]], url: str) -> Iterator[Sample]:
         yield current
 
 
+def _opened(reader: ShardReader, slices: tuple[Slice, ...]) -> Iterator[tuple[Slice, Any]]:
+    """(slice, (stream, skip) or the exception opening it); remote slices are fetched ahead."""
+    depth = reader.options.prefetch
+    remote = any(sources.scheme_of(reader.catalog.shards[sl.shard].url) in sources.REMOTE for sl in slices)
+    if not (remote and depth > 0):
+        for sl in slices:
+            try:
+                yield sl, reader.open(sl)
+            except Exception as e:  # noqa: BLE001 - handled by the caller's policy
+                yield sl, e
+        return
+    for sl, got in sources.prefetch(slices, lambda sl: reader.open(sl, fetch=True), depth, metrics=reader.metrics):
+        yield sl, got
+
+
 def read_stream(reader: ShardReader, plan: StreamPlan, stats: StreamStats, on_error: str) -> Iterator[Sample]:
     """All samples of a stream's slices, with placeholders for what could not be read."""
-    for sl in plan.slices:
+    for sl, got in _opened(reader, plan.slices):
         done = 0
         try:
-            for sample in reader.read(sl):
+            if isinstance(got, Exception):
+                raise got
+            for sample in reader.samples(got[0], got[1], sl):
                 done += 1
                 yield sample
         except Exception as e:  # noqa: BLE001 - network, truncation, damaged tar: all counted the same way
@@ -471,4 +471,5 @@ def stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, *, epo
     window = cfg.clip_samples if (cfg.training or cfg.eval_crop == "center") else None
     for b in batches(samples, cfg.batch_size, plan.batches - skip_batches, window):
         b.stats = stats.take()
+        b.stats["source"], reader.metrics = reader.metrics.as_dict(), sources.SourceMetrics()
         yield b

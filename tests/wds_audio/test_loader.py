@@ -156,6 +156,12 @@ def damaged(demo_shards: Path, tmp_path: Path) -> tuple[Path, str, str]:
     _rewrite_shard(shard, lambda n, d: (b"fLaC" + bytes(len(d))) if n.startswith(bad + ".flac") else
                    (None if n.startswith(noaudio + ".flac") else d))
     shard.with_suffix(".idx").write_text(index_of(shard.read_bytes()))
+    # bad clips inside a shard whose checksum is right (as another tool might write it)
+    import hashlib
+
+    entry = m["splits"]["train"]["shards"][0]
+    entry["bytes"], entry["sha256"] = shard.stat().st_size, hashlib.sha256(shard.read_bytes()).hexdigest()
+    (out / "dataset.json").write_text(json.dumps(m))
     return out, bad, noaudio
 
 
