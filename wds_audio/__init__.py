@@ -9,23 +9,21 @@ Example:
 """
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-from .catalog import Catalog
-from .config import LoaderConfig
-from .loader import AudioLoader, loader
-from .stream import Batch
-
 __version__ = "0.1.0"
-__all__ = ["AudioLoader", "Batch", "Catalog", "Frontend", "LoaderConfig", "Rebalance", "loader"]
+
+# `loader` is both a submodule and the entry point: importing it here, eagerly, makes the
+# function win over the submodule attribute for good. The rest is imported on first use.
+from .loader import AudioLoader, loader  # noqa: E402
+
+_LAZY = {"LoaderConfig": "config", "Catalog": "catalog", "Batch": "stream", "Frontend": "frontend",
+         "Rebalance": "rebalance"}
+__all__ = sorted([*_LAZY, "AudioLoader", "loader"])
 
 
 def __getattr__(name: str) -> Any:
-    # Frontend and Rebalance pull in more modules; import them on first use.
-    if name == "Frontend":
-        from .frontend import Frontend
-        return Frontend
-    if name == "Rebalance":
-        from .rebalance import Rebalance
-        return Rebalance
-    raise AttributeError(name)
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'wds_audio' has no attribute {name!r}")
