@@ -17,7 +17,7 @@ from typing import Any
 
 import braceexpand
 
-from .sources import read_bytes
+from .sources import SourceError, read_bytes
 
 
 class CatalogError(Exception):
@@ -67,16 +67,16 @@ class Catalog:
 
     @staticmethod
     def open(source: str, split: str = "train", folds: list[int] | None = None,
-             classes: list[str] | None = None) -> "Catalog":
+             classes: list[str] | None = None, options: Any = None) -> "Catalog":
         if _is_pattern(source):
             if classes is None:
                 raise CatalogError(f"{source}: a shard pattern needs classes=[...] (no dataset.json to read them from)")
-            return _from_pattern(source, classes)
+            return _from_pattern(source, classes, options)
         base = source[: -len("/dataset.json")] if source.endswith("/dataset.json") else source.rstrip("/")
         try:
-            manifest = json.loads(read_bytes(f"{base}/dataset.json"))
-        except FileNotFoundError as e:
-            raise CatalogError(f"{base}/dataset.json not found: is {source!r} a dataset packed by shardgen?") from e
+            manifest = json.loads(read_bytes(f"{base}/dataset.json", options=options))
+        except (FileNotFoundError, SourceError) as e:
+            raise CatalogError(f"{base}/dataset.json cannot be read ({e}): is {source!r} a dataset packed by shardgen?") from e
         except ValueError as e:
             raise CatalogError(f"{base}/dataset.json does not parse ({e})") from e
         if manifest.get("format_version") != 1:
@@ -107,9 +107,9 @@ def _select(manifest: dict[str, Any], base: str, split: str, folds: list[int] | 
             for s in entries]
 
 
-def read_index(url: str) -> list[list[tuple[str, int, int]]]:
+def read_index(url: str, options: Any = None) -> list[list[tuple[str, int, int]]]:
     """Parse a DALI .idx: per sample, [(ext, data_offset, size), ...]."""
-    lines = read_bytes(url).decode().splitlines()
+    lines = read_bytes(url, options=options).decode().splitlines()
     head = lines[0].split()
     if len(head) != 2 or head[0] != "v1.2":
         raise CatalogError(f"{url}: not a DALI v1.2 index")
@@ -120,12 +120,12 @@ def read_index(url: str) -> list[list[tuple[str, int, int]]]:
     return samples
 
 
-def _from_pattern(pattern: str, classes: list[str]) -> Catalog:
+def _from_pattern(pattern: str, classes: list[str], options: Any = None) -> Catalog:
     shards = []
     for url in braceexpand.braceexpand(pattern):
         idx = url[:-4] + ".idx"
         try:
-            head = read_bytes(idx).split(b"\n", 1)[0].split()
+            head = read_bytes(idx, options=options).split(b"\n", 1)[0].split()
             shards.append(Shard(url=url, samples=int(head[1]), index_url=idx))
         except (OSError, IndexError, ValueError) as e:
             raise CatalogError(f"{idx}: needed for the sample count of {url} ({e}); "

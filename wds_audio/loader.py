@@ -93,7 +93,7 @@ class AudioLoader:
 
     def __init__(self, cfg: LoaderConfig) -> None:
         self.cfg = cfg
-        self.catalog = Catalog.open(cfg.source, cfg.split, cfg.folds, cfg.classes)
+        self.catalog = Catalog.open(cfg.source, cfg.split, cfg.folds, cfg.classes, cfg.source_options)
         self.rank, self.world_size = dist_info(cfg)
         self.rebalance = self._rebalance_stage()
         self.dataset = _EpochDataset(cfg, self.catalog, self.rank, self.world_size, self.rebalance)

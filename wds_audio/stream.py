@@ -146,7 +146,7 @@ class ShardReader:
         if shard not in self._offsets:
             s = self.catalog.shards[shard]
             try:
-                idx = read_index(s.index_url) if s.index_url else None
+                idx = read_index(s.index_url, self.options) if s.index_url else None
             except Exception as e:  # noqa: BLE001 - an unreadable index only costs a sequential read
                 log.warning("%s: index unusable (%s); reading sequentially", s.index_url, e)
                 idx = None
