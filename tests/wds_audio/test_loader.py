@@ -320,3 +320,19 @@ def test_window_decoding_with_resampling(demo_shards: Path) -> None:
         assert int(length) == len(want)
         np.testing.assert_allclose(x[:length].numpy(), want, atol=1e-6)
     assert checked
+
+
+def test_persistent_workers_follow_epochs(demo_shards: Path) -> None:
+    """Persistent workers see set_epoch (shared state), giving the same batches as fresh workers."""
+    fresh = _load(demo_shards, num_workers=2)
+    kept = _load(demo_shards, num_workers=2, persistent_workers=True)
+    for epoch in (0, 1, 0):
+        fresh.set_epoch(epoch)
+        kept.set_epoch(epoch)
+        assert _same(_epoch(kept), _epoch(fresh))
+
+
+def test_prefetch_factor_and_pin_memory_do_not_change_batches(demo_shards: Path) -> None:
+    ref = _epoch(_load(demo_shards, num_workers=2))
+    got = _epoch(_load(demo_shards, num_workers=2, prefetch_factor=4, pin_memory=torch.cuda.is_available()))
+    assert _same(got, ref)
