@@ -149,7 +149,7 @@ class AudioLoader:
         epoch, start = self.epoch, self.start
         self.dataset.state[0], self.dataset.state[1] = epoch, start
         total = self.plan(epoch).batches
-        t0 = time.perf_counter()
+        t0 = t_last = time.perf_counter()
         pending: dict[int, Batch] = {}
         it = iter(self._dataloader())
         nxt = start
@@ -159,21 +159,23 @@ class AudioLoader:
                 b = next(it)
                 pending[b.index] = b
             batch = pending.pop(nxt)
-            self._account(batch, time.perf_counter() - t_wait, t0)
+            now = time.perf_counter()
+            self._account(batch, now - t_wait, now - t0, now - t_last)
+            t_last = now
             nxt += 1
             self.start = nxt
             yield batch
         self.epoch, self.start = epoch + 1, 0
 
-    def _account(self, b: Batch, waited: float, t0: float) -> None:
+    def _account(self, b: Batch, waited: float, since_start: float, since_last: float) -> None:
         m = self._metrics
         m["wait_s"] += waited
         if m["first_batch_s"] is None:
-            m["first_batch_s"] = time.perf_counter() - t0
+            m["first_batch_s"] = since_start
         m["batches"] += 1
         m["samples"] += len(b)
         m["valid_samples"] += int(b.valid.sum())
-        m["time_s"] = time.perf_counter() - t0 if m["batches"] == 1 else m["time_s"] + waited
+        m["time_s"] += since_last  # wall time of iteration, the consumer's own work included
         m["skipped"].update(b.stats.get("skipped", {}))
         if "source" in b.stats:
             m["source"].merge(b.stats["source"])
@@ -181,12 +183,14 @@ class AudioLoader:
         m["skipped_keys"] += b.stats.get("skipped_keys", [])[: max(room, 0)]
 
     def metrics(self) -> dict[str, Any]:
-        """Consumer wait, first-batch time, skipped counts by reason and key, source retries/bytes."""
+        """clips/s, the time the consumer waited for data (and its fraction of the wall time), time to
+        the first batch, skipped counts by reason and key, source retries and bytes."""
         m = dict(self._metrics)
         m["skipped"] = dict(m["skipped"])
         m["source"] = m["source"].as_dict()
         m["skipped_total"] = sum(m["skipped"].values())
-        m["clips_per_s_waiting"] = m["samples"] / m["wait_s"] if m["wait_s"] > 0 else None
+        m["clips_per_s"] = m["samples"] / m["time_s"] if m["time_s"] > 0 else None
+        m["wait_fraction"] = m["wait_s"] / m["time_s"] if m["time_s"] > 0 else None
         return m
 
 

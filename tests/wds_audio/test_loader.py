@@ -300,7 +300,8 @@ def test_metrics_report_throughput_and_waiting(demo_shards: Path) -> None:
     list(loader)
     m = loader.metrics()
     assert m["batches"] == len(loader) and m["samples"] == 8 * len(loader)
-    assert m["wait_s"] > 0 and m["clips_per_s_waiting"] > 0 and m["first_batch_s"] > 0
+    assert m["wait_s"] > 0 and m["first_batch_s"] > 0 and m["time_s"] >= m["wait_s"]
+    assert abs(m["clips_per_s"] - m["samples"] / m["time_s"]) < 1e-9 and 0 < m["wait_fraction"] <= 1
 
 
 def test_window_decoding_with_resampling(demo_shards: Path) -> None:
