@@ -27,6 +27,19 @@ def write_tone(path: Path, seconds: float = 0.5, sr: int = 16000, freq: float = 
     return path
 
 
+def read_shards(out: Path) -> dict[str, dict[str, bytes]]:
+    """key -> {extension: bytes} over every tar below ``out`` (a packed dataset read back)."""
+    import tarfile
+
+    samples: dict[str, dict[str, bytes]] = {}
+    for tar in sorted(Path(out).rglob("*.tar")):
+        with tarfile.open(tar) as tf:
+            for m in tf.getmembers():
+                key, ext = m.name.split(".", 1)
+                samples.setdefault(key, {})[ext] = tf.extractfile(m).read()
+    return samples
+
+
 @pytest.fixture
 def shared() -> Path:
     """../shared (datasets-meta, audio-samples); tests using it skip when it is absent."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tarfile
 from collections import Counter
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from shardgen.recipes import audioset, get
 from shardgen.records import RecipeError
 from shardgen.writer import PackOptions, pack
 from tests.conftest import write_tone
+from tests.conftest import read_shards
 
 LABELS = [
     "index,mid,display_name",
@@ -203,16 +203,6 @@ def test_wrong_root_and_meta_dir(tmp_path: Path) -> None:
     write_lines(panns / "metadata" / "class_labels_indices.csv", ["index,mid,display_name", '1,/m/09x0r,"Speech"'])
     with pytest.raises(RecipeError, match=r"class_labels_indices.csv:2: expected index 0"):
         audioset.load(panns, meta_dir="metadata")
-
-
-def read_shards(out: Path) -> dict[str, dict[str, bytes]]:
-    samples: dict[str, dict[str, bytes]] = {}
-    for tar in sorted(out.rglob("*.tar")):
-        with tarfile.open(tar) as tf:
-            for m in tf.getmembers():
-                key, ext = m.name.split(".", 1)
-                samples.setdefault(key, {})[ext] = tf.extractfile(m).read()
-    return samples
 
 
 def test_pack_tiny_tree_and_read_back(tmp_path: Path) -> None:

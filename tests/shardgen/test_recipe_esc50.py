@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import tarfile
 from collections import Counter
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from shardgen.recipes import esc50, get
 from shardgen.records import RecipeError
 from shardgen.writer import PackOptions, pack
 from tests.conftest import write_tone
+from tests.conftest import read_shards
 
 HEADER = "filename,fold,target,category,esc10,src_file,take"
 ROWS = [
@@ -113,17 +113,6 @@ def test_wrong_root_names_the_expected_file(tmp_path: Path) -> None:
     (tmp_path / "cols" / "meta" / "esc50.csv").write_text("filename,fold,category\nx.wav,1,dog\n")
     with pytest.raises(RecipeError, match=r"esc50.csv: missing column\(s\) \['target'"):
         esc50.load(tmp_path / "cols")
-
-
-def read_shards(out: Path) -> dict[str, dict[str, bytes]]:
-    """key -> {extension: bytes} over every tar in ``out``."""
-    samples: dict[str, dict[str, bytes]] = {}
-    for tar in sorted(out.rglob("*.tar")):
-        with tarfile.open(tar) as tf:
-            for m in tf.getmembers():
-                key, ext = m.name.split(".", 1)
-                samples.setdefault(key, {})[ext] = tf.extractfile(m).read()
-    return samples
 
 
 def test_pack_tiny_tree_and_read_back(tmp_path: Path) -> None:

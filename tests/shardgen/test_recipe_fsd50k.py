@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tarfile
 from collections import Counter
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from shardgen.recipes import fsd50k, get
 from shardgen.records import RecipeError
 from shardgen.writer import PackOptions, pack
 from tests.conftest import write_tone
+from tests.conftest import read_shards
 
 # A 6-class vocabulary in vocabulary.csv's format (no header: index,name,mid).
 VOCAB = [
@@ -166,16 +166,6 @@ def test_wrong_root_and_broken_vocabulary(tmp_path: Path) -> None:
     write_lines(root / "FSD50K.ground_truth" / "vocabulary.csv", VOCAB)
     with pytest.raises(RecipeError, match=r"dev.csv: missing column\(s\) \['mids', 'split'\]"):
         fsd50k.load(root, part="dev")
-
-
-def read_shards(out: Path) -> dict[str, dict[str, bytes]]:
-    samples: dict[str, dict[str, bytes]] = {}
-    for tar in sorted(out.rglob("*.tar")):
-        with tarfile.open(tar) as tf:
-            for m in tf.getmembers():
-                key, ext = m.name.split(".", 1)
-                samples.setdefault(key, {})[ext] = tf.extractfile(m).read()
-    return samples
 
 
 def test_pack_tiny_tree_and_read_back(tmp_path: Path) -> None:

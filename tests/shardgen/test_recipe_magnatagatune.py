@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from shardgen.recipes import get, magnatagatune as mtat
 from shardgen.records import RecipeError
 from shardgen.writer import PackOptions, pack
 from tests.conftest import write_tone
+from tests.conftest import read_shards
 
 # The tag columns of annotations_final.csv, in header order (between clip_id and mp3_path).
 TAGS = [
@@ -193,16 +193,6 @@ def test_wrong_root_header_and_audio_dir(tmp_path: Path) -> None:
     (tmp_path / "csv" / "annotations_final.csv").write_text("clip_id,guitar,mp3_path\n2,1,f/x.mp3\n")
     with pytest.raises(RecipeError, match="expected a tab-separated header clip_id, <tags...>, mp3_path"):
         mtat.load(tmp_path / "csv")
-
-
-def read_shards(out: Path) -> dict[str, dict[str, bytes]]:
-    samples: dict[str, dict[str, bytes]] = {}
-    for tar in sorted(out.rglob("*.tar")):
-        with tarfile.open(tar) as tf:
-            for m in tf.getmembers():
-                key, ext = m.name.split(".", 1)
-                samples.setdefault(key, {})[ext] = tf.extractfile(m).read()
-    return samples
 
 
 def test_pack_transcodes_mp3_and_reads_back(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tarfile
 from collections import Counter
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from shardgen.recipes import get, mtg_jamendo as mtg
 from shardgen.records import RecipeError
 from shardgen.writer import PackOptions, pack
 from tests.conftest import write_tone
+from tests.conftest import read_shards
 
 HEADER = "TRACK_ID\tARTIST_ID\tALBUM_ID\tPATH\tDURATION\tTAGS"
 TRAIN = [
@@ -135,16 +135,6 @@ def test_wrong_root_header_and_audio_dir(tmp_path: Path) -> None:
     tsv.write_text("TRACK_ID,ARTIST_ID,ALBUM_ID,PATH,DURATION,TAGS\n")
     with pytest.raises(RecipeError, match="autotagging_moodtheme-test.tsv: expected the header TRACK_ID"):
         mtg.load(root, subset="moodtheme")
-
-
-def read_shards(out: Path) -> dict[str, dict[str, bytes]]:
-    samples: dict[str, dict[str, bytes]] = {}
-    for tar in sorted(out.rglob("*.tar")):
-        with tarfile.open(tar) as tf:
-            for m in tf.getmembers():
-                key, ext = m.name.split(".", 1)
-                samples.setdefault(key, {})[ext] = tf.extractfile(m).read()
-    return samples
 
 
 def test_pack_tiny_tree_and_read_back(tmp_path: Path) -> None:
