@@ -125,6 +125,14 @@ def test_centre_crop_equals_the_torch_back_end(demo_shards: Path) -> None:
     _assert_same(got, _epoch(wds_audio.AudioLoader(cfg)))
 
 
+def test_shard_pattern_source_equals_the_torch_back_end(demo_shards: Path) -> None:
+    classes = json.loads((demo_shards / "dataset.json").read_text())["classes"]
+    cfg = _cfg(f"{demo_shards}/valid/fold5-{{000000..000001}}.tar", classes=classes)
+    loader = DaliLoader(cfg)
+    assert loader.stored_rate == 16000  # no dataset.json: read from the first sample's json
+    _assert_same(_epoch(loader), _epoch(wds_audio.AudioLoader(cfg)))
+
+
 def test_downmix_and_resampling_match_the_torch_back_end(tones: Path) -> None:
     # 22.05 kHz stereo WAV -> 16 kHz mono: anti-aliasing FIR + DALI's windowed-sinc resampler vs soxr HQ.
     # Without the FIR, the tones' 0.01-rms broadband noise above 8 kHz aliases (mean diff 4e-3).
