@@ -68,6 +68,7 @@ class Catalog:
     @staticmethod
     def open(source: str, split: str = "train", folds: list[int] | None = None,
              classes: list[str] | None = None, options: Any = None) -> "Catalog":
+        source = str(source)
         if _is_pattern(source):
             if classes is None:
                 raise CatalogError(f"{source}: a shard pattern needs classes=[...] (no dataset.json to read them from)")

@@ -63,6 +63,7 @@ class LoaderConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.source = str(self.source)  # a pathlib.Path is welcome too
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.sample_rate < 1:
