@@ -20,10 +20,12 @@ Training shuffles with the reader's seeded ``random_shuffle`` buffer (``initial_
 derived from (seed, epoch, rank), so shuffling changes every epoch and repeats across runs.
 Evaluation reads in order without shuffling.
 
-Decoding and shaping (CPU operators): ``fn.decoders.audio`` (``downmix``, float32), then
-``fn.audio_resample`` when the stored rate (dataset.json) differs from ``cfg.sample_rate``,
-optional ``fn.nonsilent_region`` trimming, a random crop (training) or centre crop / full clip
-(evaluation) with ``fn.slice`` and ``fn.pad``, and peak/RMS loudness normalization.
+Decoding and shaping: ``fn.decoders.audio`` (``downmix``, float32), then, when the stored rate
+(dataset.json, or the first sample's json for a shard pattern) differs from ``cfg.sample_rate``,
+an anti-aliasing FIR and ``fn.audio_resample``, optional ``fn.nonsilent_region`` trimming, a
+random crop (training) or centre crop / full clip (evaluation) with ``fn.slice`` and ``fn.pad``,
+and peak/RMS loudness normalization. With the feature stage on the GPU, everything after
+decoding runs there (except with trimming); lengths are always computed from CPU metadata.
 
 Features (:class:`DaliFeatures`, optional): random gain, noise mixing at a sampled SNR from a
 second reader over the ``noise`` split, ``fn.spectrogram`` -> ``fn.mel_filter_bank`` ->
@@ -34,20 +36,20 @@ on the GPU (``.gpu()``); otherwise on CPU with ``device_id=None``.
 Where DALI's definitions differ from ours (``wds_audio.features.LogMel``), and the options
 that align them:
 
-=================  =====================================  ========================================
- setting           DALI default                           used here (= LogMel)
-=================  =====================================  ========================================
- window            its own Hann, sampled at (t + 0.5)     ``window_fn`` = periodic Hann samples
- frames            centred, reflect padding               same (``center_windows``, ``reflect``)
- mel scale         ``slaney``                             ``mel_formula="htk"`` (or ``slaney``)
- filter norm       area (``normalize=True``)              ``normalize=False`` (peak 1, no norm)
- dB reference      the per-sample maximum                 ``reference=1.0``
- dB floor          ``cutoff_db=-200``                     ``cutoff_db=-100`` (amin 1e-10)
- MFCC top_db       none                                   ``max(dB, max(dB) - top_db)`` per clip
- DCT               unnormalized                           ``normalize=True`` (ortho, type II)
- resampler         windowed sinc (``quality``)            soxr HQ in the torch back end: equal to
-                                                          about 1e-4 on band-limited audio
-=================  =====================================  ========================================
+==============  ====================================  ==========================================
+setting         DALI default                          used here (= LogMel)
+==============  ====================================  ==========================================
+window          its own Hann, sampled at (t + 0.5)    ``window_fn`` = periodic Hann samples
+frames          centred, reflect padding              same (``center_windows``, ``reflect``)
+mel scale       ``slaney``                            ``mel_formula="htk"`` (or ``slaney``)
+filter norm     area (``normalize=True``)             ``normalize=False`` (peak 1, no norm)
+dB reference    the per-sample maximum                ``reference=1.0``
+dB floor        ``cutoff_db=-200``                    ``cutoff_db=-100`` (amin 1e-10)
+MFCC top_db     none                                  ``max(dB, max(dB) - top_db)`` per clip
+DCT             unnormalized                          ``normalize=True`` (ortho, type II)
+downsampling    sinc at the input Nyquist: aliases    Kaiser FIR (``fn.filter``) first;
+                                                      soxr's output length (round)
+==============  ====================================  ==========================================
 
 Features are computed on each clip's own samples (not on the zero-padded batch), then padded
 to the batch: padding frames hold the silence floor (-100 dB) without standardization, else 0.
@@ -74,7 +76,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -82,7 +83,7 @@ import time
 import weakref
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -682,7 +683,8 @@ class DaliLoader:
         fn, types = self._dali.fn, self._dali.types
         taps = antialias_taps(stored, self.cfg.sample_rate)
         row = fn.reshape(x, shape=[1, -1], layout="HW")
-        y = fn.filter(row, types.Constant(taps.reshape(1, -1)), border="constant")
+        # the filter is a regular input: it lives where the audio is
+        y = fn.filter(row, types.Constant(taps.reshape(1, -1), device=x.device), border="constant")
         return fn.reshape(y, shape=[-1], layout="")
 
     def _trim(self, x: Any, n: Any) -> tuple[Any, Any]:
