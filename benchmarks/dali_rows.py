@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -52,10 +53,10 @@ def dali_rows(dataset_dir: str, batch_size: int, sample_rate: int, clip_seconds:
                             specaugment=DaliSpecAugment(time_masks=2, time_width=20, freq_masks=2, freq_width=8))
     cases: list[tuple[str, DaliFeatures | None, bool]] = [
         ("dali-cpu decode+resample+crop", None, False),
-        ("dali-cpu + log-mel features", DaliFeatures(**{**features.__dict__, "device": "cpu"}), False),
+        ("dali-cpu + log-mel features", replace(features, device="cpu"), False),
     ]
     if torch.cuda.is_available():
-        cases.append(("dali-gpu features", DaliFeatures(**{**features.__dict__, "device": "gpu"}), True))
+        cases.append(("dali-gpu features", replace(features, device="gpu"), True))
     rows = []
     for name, spec, gpu in cases:
         cfg = LoaderConfig(dataset_dir, split="train", batch_size=batch_size, sample_rate=sample_rate,
@@ -63,7 +64,8 @@ def dali_rows(dataset_dir: str, batch_size: int, sample_rate: int, clip_seconds:
         loader = DaliLoader(cfg, features=spec)
         m = _measure(loader, seconds_budget, gpu)
         rate = m["clips"] / m["seconds"]
-        feat = "" if spec is None else f"; {n_mels} mels, n_fft 1024, hop 10 ms, SpecAugment 2+2 masks on {'GPU' if gpu else 'CPU'}"
+        feat = "" if spec is None else (f"; {n_mels} mels, n_fft 1024, hop 10 ms, SpecAugment 2+2 masks "
+                                        f"on {'GPU' if gpu else 'CPU'}")
         rows.append({"name": name, "clips_per_s": rate, "audio_s_per_s": rate * clip_seconds,
                      "notes": (f"{threads} DALI threads, batch {batch_size}, {m['clips']} clips in {m['seconds']:.1f} s, "
                                f"first batch {m['first_batch_s']:.2f} s, stored {loader.stored_rate} Hz -> "

@@ -549,8 +549,9 @@ class DaliLoader:
     """An iterable of :class:`DaliBatch` with the AudioLoader interface, run by a DALI pipeline.
 
     Options beyond LoaderConfig come from ``features`` or ``cfg.extra``: ``dali_features``
-    (:class:`DaliFeatures`), ``dali_num_threads`` (default ``num_workers`` or 2),
-    ``dali_resample_quality`` (0-100, default 50).
+    (:class:`DaliFeatures`), ``dali_num_threads`` (default ``num_workers``, else min(4, cores)),
+    ``dali_resample_quality`` (0-100, default 50). Per-epoch index files live in a temporary
+    folder removed with the loader.
 
     Example:
         >>> cfg = LoaderConfig("data/demo", split="valid", batch_size=8, sample_rate=16000, training=False)
@@ -570,7 +571,7 @@ class DaliLoader:
         self.rank, self.world_size = dist_info(cfg)
         for s in self.catalog.shards:
             _local_path(s.url)
-        self.num_threads = int(cfg.extra.get("dali_num_threads", cfg.num_workers or 2))
+        self.num_threads = int(cfg.extra.get("dali_num_threads", cfg.num_workers or min(4, os.cpu_count() or 1)))
         self.resample_quality = float(cfg.extra.get("dali_resample_quality", 50.0))
         self.indexes = self._load_indexes(self.catalog)
         self.mode = "plan" if self.indexes is not None else "reader"
@@ -784,7 +785,12 @@ class DaliLoader:
 
     def _inputs(self, plan: EpochPlan) -> ReaderInputs:
         if self.indexes is not None:
-            return plan_inputs(self.catalog, self.indexes, plan, self.workdir, self.cfg.training, self.cfg.on_error)
+            # DALI parses the index files when the pipeline is built: earlier epochs' can go
+            for name in os.listdir(self.workdir):
+                shutil.rmtree(os.path.join(self.workdir, name), ignore_errors=True)
+            folder = os.path.join(self.workdir, f"epoch{plan.epoch}")
+            os.makedirs(folder)
+            return plan_inputs(self.catalog, self.indexes, plan, folder, self.cfg.training, self.cfg.on_error)
         return reader_inputs(self.catalog, plan, self.cfg.seed, self.cfg.training)
 
     def _iterator(self, epoch: int, inputs: ReaderInputs, checkpoint: str | None) -> Any:
