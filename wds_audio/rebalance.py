@@ -95,6 +95,7 @@ REFRESH_EVERY = 32
 STARVE_BONUS = 1000.0
 # Candidates per slot: held clips of the TOP_CLASSES neediest classes (best of DRAWS_PER_CLASS
 # random ones each) and RANDOM_HELD clips drawn uniformly from the whole store.
+GAMMA = 0.0
 TOP_CLASSES = 4
 DRAWS_PER_CLASS = 2
 RANDOM_HELD = 8
@@ -244,7 +245,8 @@ class _View:
     __slots__ = ("need", "need_list", "kl", "starving", "starve_list")
 
     def __init__(self, q: np.ndarray, emitted: np.ndarray, total: float, seen: np.ndarray, floor: float) -> None:
-        self.need = np.log((q * total + 1.0) / (emitted + 1.0))
+        ratio = (q * total + 1.0) / (emitted + 1.0)
+        self.need = np.log(ratio) if GAMMA == 0 else (ratio ** GAMMA - 1.0) / GAMMA
         self.kl = float(np.dot(emitted, -self.need)) / total if total > 0 else 0.0
         natural = seen * (total / max(float(seen.sum()), 1.0))
         self.starving = floor * np.minimum(q * total, natural) - emitted > 1.0
