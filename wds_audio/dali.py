@@ -435,15 +435,22 @@ def _local_path(url: str) -> str:
     return url
 
 
+class IndexUnusable(Exception):
+    """A shard's .idx is missing, unreadable or not a v1.2 index of the catalogued sample count."""
+
+
 class ShardIndex:
     """The lines of a shard's DALI .idx (v1.2), with per sample: its key and a stand-in if it has no audio."""
 
     def __init__(self, shard: Shard) -> None:
-        text = read_bytes(shard.index_url).decode()  # type: ignore[arg-type]
-        lines = text.splitlines()
+        try:
+            lines = read_bytes(shard.index_url).decode().splitlines()  # type: ignore[arg-type]
+        except (OSError, SourceError, UnicodeDecodeError, TypeError) as e:
+            raise IndexUnusable(f"{shard.index_url}: {e}") from e
         head = lines[0].split() if lines else []
-        if len(head) != 2 or head[0] != "v1.2" or int(head[1]) != shard.samples or len(lines) < shard.samples + 1:
-            raise ValueError(f"{shard.index_url}: not a v1.2 DALI index of {shard.samples} samples")
+        if (len(head) != 2 or head[0] != "v1.2" or head[1] != str(shard.samples)
+                or len(lines) < shard.samples + 1):
+            raise IndexUnusable(f"{shard.index_url}: not a v1.2 DALI index of {shard.samples} samples")
         self.lines = lines[1:shard.samples + 1]
         self.keys: list[str] = []
         self.has_audio: list[bool] = []
@@ -594,7 +601,7 @@ class DaliLoader:
         for s in catalog.shards:
             try:
                 out.append(ShardIndex(s))
-            except (OSError, SourceError, ValueError, IndexError) as e:
+            except IndexUnusable as e:
                 log.warning("%s: no usable .idx (%s): DALI infers the indexes and shards by itself", s.url, e)
                 return None
         return out
@@ -616,6 +623,8 @@ class DaliLoader:
         """Reader arguments for the noise split's shards (with their .idx when every one has one)."""
         if self.features is None or self.features.noise is None or not self.cfg.training:
             return {}
+        if not self.catalog.manifest:
+            raise ValueError("DaliNoise reads a noise split of the dataset: it needs a source with dataset.json")
         shards = [s for s in self.catalog.split_urls(self.features.noise.split) if s.samples > 0]
         if not shards:
             raise ValueError(f"{self.cfg.source}: split {self.features.noise.split!r} holds no noise clip")
