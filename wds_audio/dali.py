@@ -93,6 +93,7 @@ from .config import LoaderConfig
 from .plan import EpochPlan, Slice, plan_epoch
 from .rng import sample_rng, seed_of
 from .sources import SourceError, read_bytes, scheme_of
+from .metrics import LoaderMetrics
 from .stream import Batch
 
 log = logging.getLogger(__name__)
@@ -589,9 +590,7 @@ class DaliLoader:
         self.epoch, self.start = 0, 0
         self._pending: str | None = None  # a DALI checkpoint from load_state_dict
         self._live: tuple[int, Any] | None = None  # (epoch, DALIGenericIterator) being consumed
-        self._metrics: dict[str, Any] = {"batches": 0, "samples": 0, "valid_samples": 0, "wait_s": 0.0,
-                                         "time_s": 0.0, "first_batch_s": None, "skipped": Counter(),
-                                         "skipped_keys": []}
+        self._metrics = LoaderMetrics(cfg.max_reported_keys)
         if self.features is not None and self.features.standardize == "dataset":
             _dataset_stats(self.features, self.features.stats or self.catalog.feature_stats, cfg.sample_rate)
 
@@ -814,10 +813,8 @@ class DaliLoader:
         checkpoint = self._resume_checkpoint(epoch, start)
         plan = self.plan(epoch)
         inputs = self._inputs(plan)
-        self._metrics["skipped"].update(inputs.skipped)
-        room = self.cfg.max_reported_keys - len(self._metrics["skipped_keys"])
-        self._metrics["skipped_keys"] += inputs.skipped_keys[: max(room, 0)]
-        t0 = time.perf_counter()
+        self._metrics.add_skips(inputs.skipped, inputs.skipped_keys)
+        self._metrics.start()
         it = self._iterator(epoch, inputs, checkpoint)
         self._live, self._pending = (epoch, it), None
         if checkpoint is None and start > 0:
@@ -828,7 +825,7 @@ class DaliLoader:
             t_wait = time.perf_counter()
             out = next(it)[0]
             batch = self._batch(out, inputs.valid, index)
-            self._account(batch, time.perf_counter() - t_wait, t0)
+            self._metrics.batch(batch, time.perf_counter() - t_wait)
             self.start = index + 1
             yield batch
         self.epoch, self.start, self._live = epoch + 1, 0, None
@@ -862,24 +859,9 @@ class DaliLoader:
                          targets=torch.from_numpy(targets), keys=keys, valid=ok, index=index,
                          features=feats, frames=frames)
 
-    def _account(self, b: Batch, waited: float, t0: float) -> None:
-        m = self._metrics
-        m["wait_s"] += waited
-        if m["first_batch_s"] is None:
-            m["first_batch_s"] = time.perf_counter() - t0
-        m["batches"] += 1
-        m["samples"] += len(b)
-        m["valid_samples"] += int(b.valid.sum())
-        m["time_s"] = time.perf_counter() - t0 if m["batches"] == 1 else m["time_s"] + waited
-
     def metrics(self) -> dict[str, Any]:
-        """clips/s over the time the consumer waited, wait time, skipped counts by reason and keys."""
-        m = dict(self._metrics)
-        m["skipped"] = dict(m["skipped"])
-        m["skipped_total"] = sum(m["skipped"].values())
-        m["clips_per_s_waiting"] = m["samples"] / m["wait_s"] if m["wait_s"] > 0 else None
-        m["backend"], m["mode"] = "dali", self.mode
-        return m
+        """As the torch back end's (wds_audio.metrics.LoaderMetrics), plus the back end and mode."""
+        return {**self._metrics.as_dict(), "backend": "dali", "mode": self.mode}
 
     # ---------------------------------------------------------------- checkpoints
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections import Counter
 from typing import Any, Iterator
 
 import numpy as np
@@ -23,7 +22,7 @@ from .catalog import Catalog
 from .config import LoaderConfig
 from .plan import EpochPlan, plan_epoch
 from .rng import seed_of
-from .sources import SourceMetrics
+from .metrics import LoaderMetrics
 from .stream import Batch, stream_batches
 
 
@@ -99,9 +98,7 @@ class AudioLoader:
         self.dataset = _EpochDataset(cfg, self.catalog, self.rank, self.world_size, self.rebalance)
         self.epoch, self.start = 0, 0
         self._loader: DataLoader | None = None
-        self._metrics = {"batches": 0, "samples": 0, "valid_samples": 0, "wait_s": 0.0, "time_s": 0.0,
-                         "first_batch_s": None, "skipped": Counter(), "skipped_keys": [],
-                         "source": SourceMetrics()}
+        self._metrics = LoaderMetrics(cfg.max_reported_keys)
 
     def _rebalance_stage(self) -> Any:
         if self.cfg.rebalance is None:
@@ -149,7 +146,7 @@ class AudioLoader:
         epoch, start = self.epoch, self.start
         self.dataset.state[0], self.dataset.state[1] = epoch, start
         total = self.plan(epoch).batches
-        t0 = t_last = time.perf_counter()
+        self._metrics.start()
         pending: dict[int, Batch] = {}
         it = iter(self._dataloader())
         nxt = start
@@ -159,39 +156,16 @@ class AudioLoader:
                 b = next(it)
                 pending[b.index] = b
             batch = pending.pop(nxt)
-            now = time.perf_counter()
-            self._account(batch, now - t_wait, now - t0, now - t_last)
-            t_last = now
+            self._metrics.batch(batch, time.perf_counter() - t_wait)
             nxt += 1
             self.start = nxt
             yield batch
         self.epoch, self.start = epoch + 1, 0
 
-    def _account(self, b: Batch, waited: float, since_start: float, since_last: float) -> None:
-        m = self._metrics
-        m["wait_s"] += waited
-        if m["first_batch_s"] is None:
-            m["first_batch_s"] = since_start
-        m["batches"] += 1
-        m["samples"] += len(b)
-        m["valid_samples"] += int(b.valid.sum())
-        m["time_s"] += since_last  # wall time of iteration, the consumer's own work included
-        m["skipped"].update(b.stats.get("skipped", {}))
-        if "source" in b.stats:
-            m["source"].merge(b.stats["source"])
-        room = self.cfg.max_reported_keys - len(m["skipped_keys"])
-        m["skipped_keys"] += b.stats.get("skipped_keys", [])[: max(room, 0)]
-
     def metrics(self) -> dict[str, Any]:
         """clips/s, the time the consumer waited for data (and its fraction of the wall time), time to
         the first batch, skipped counts by reason and key, source retries and bytes."""
-        m = dict(self._metrics)
-        m["skipped"] = dict(m["skipped"])
-        m["source"] = m["source"].as_dict()
-        m["skipped_total"] = sum(m["skipped"].values())
-        m["clips_per_s"] = m["samples"] / m["time_s"] if m["time_s"] > 0 else None
-        m["wait_fraction"] = m["wait_s"] / m["time_s"] if m["time_s"] > 0 else None
-        return m
+        return self._metrics.as_dict()
 
 
 def loader(source: str, *, split: str = "train", folds: list[int] | None = None, batch_size: int,
