@@ -19,7 +19,9 @@ labels L changes KL(e/E || q) by -(sum_{c in L} need_c + |L| KL) / E to first or
 *score* is ``sum_{c in L} (need_c + KL)``: the clip that most reduces the distance scores highest.
 Each slot is filled by the best-scoring candidate among
 
-- the fresh input clip (with a bonus ``prefer_fresh`` while it has not been emitted yet);
+- the fresh input clip, plus a bonus ``prefer_fresh`` when it was never emitted and its score is
+  positive (a repeat must be clearly better to take the slot of a useful new clip; a harmful
+  fresh clip gets no bonus, so frequent classes are still thinned);
 - a few held clips of the classes with the largest need (drawn from their reservoirs), and a few
   held clips drawn uniformly (they find good clips whose labels are not the neediest).
 
@@ -33,7 +35,8 @@ partner (a child class that only appears with its parent). So a class whose emit
 below ``floor * min(q_c E, natural_c)`` (natural_c: what it would have had without rebalancing)
 is *starving*: any clip carrying a starving class gets a large bonus, and the starving classes
 come first when held clips are drawn. No class ends up far below both its target and its
-natural rate, whatever its partners.
+natural rate, whatever its partners. (floor 1 would promise "never below natural", but natural
+jitter then triggers the guard all the time and costs distance; 0.75 costs almost nothing.)
 
 Reservoir. Clips worth repeating are held, encoded, in one store bounded by ``buffer_bytes`` in
 total (never per class, so memory is known in advance whatever C is), indexed per class for
@@ -95,7 +98,6 @@ REFRESH_EVERY = 32
 STARVE_BONUS = 1000.0
 # Candidates per slot: held clips of the TOP_CLASSES neediest classes (best of DRAWS_PER_CLASS
 # random ones each) and RANDOM_HELD clips drawn uniformly from the whole store.
-GAMMA = 0.0
 TOP_CLASSES = 4
 DRAWS_PER_CLASS = 2
 RANDOM_HELD = 8
@@ -112,8 +114,8 @@ class Rebalance:
     ratio: samples out per sample in (1.0 keeps the epoch's length; at most max_reuse).
     floor: starvation guard; a class is served first whenever it falls below
         floor * min(its target, its natural rate). 0 turns the guard off.
-    prefer_fresh: score bonus (in KL-gain units) of a not-yet-emitted clip over a repeat;
-        larger values keep more unique clips per epoch at some cost in distance to target.
+    prefer_fresh: score bonus (in KL-gain units) of a useful clip never emitted over a repeat;
+        larger values keep more unique clips per epoch, at some cost in distance to target.
 
     Example:
         >>> Rebalance(target="uniform").resolve(["a", "b"], [90, 10]).tolist()
@@ -126,8 +128,8 @@ class Rebalance:
     buffer_bytes: int = 64 << 20
     max_reuse: int = 4
     ratio: float = 1.0
-    floor: float = 0.5
-    prefer_fresh: float = 0.0
+    floor: float = 0.75
+    prefer_fresh: float = 0.5
 
     def alpha(self) -> float | None:
         """The exponent of ``q_c ∝ n_c**alpha``, or None for a dict target."""
@@ -245,11 +247,14 @@ class _View:
     __slots__ = ("need", "need_list", "kl", "starving", "starve_list")
 
     def __init__(self, q: np.ndarray, emitted: np.ndarray, total: float, seen: np.ndarray, floor: float) -> None:
-        ratio = (q * total + 1.0) / (emitted + 1.0)
-        self.need = np.log(ratio) if GAMMA == 0 else (ratio ** GAMMA - 1.0) / GAMMA
+        qe = q * total
+        self.need = np.log((qe + 1.0) / (emitted + 1.0))
         self.kl = float(np.dot(emitted, -self.need)) / total if total > 0 else 0.0
-        natural = seen * (total / max(float(seen.sum()), 1.0))
-        self.starving = floor * np.minimum(q * total, natural) - emitted > 1.0
+        if floor > 0:
+            natural = seen * (total / max(float(seen.sum()), 1.0))
+            self.starving = floor * np.minimum(qe, natural, out=natural) > emitted
+        else:
+            self.starving = np.zeros(q.size, dtype=bool)
         # plain lists: scoring a clip with a few labels is much cheaper in Python than in numpy
         self.need_list: list[float] = self.need.tolist()
         self.starve_list: list[bool] = self.starving.tolist()
@@ -335,9 +340,6 @@ class _Reservoir:
         if last != item_id:  # swap-remove keeps removal O(1)
             ids[i] = last
             self.pos[(last, slot)] = i
-
-    def pick(self, ids: list[int], rng: np.random.Generator) -> _Item:
-        return self.items[ids[int(rng.integers(len(ids)))]]
 
 
 class _EpochState:
@@ -460,18 +462,19 @@ class RebalanceStage:
 
     def _choose(self, st: _EpochState, fresh: _Item, view: _View) -> _Item:
         """The best-scoring candidate for one slot: the fresh clip or a held one."""
-        best = fresh
-        best_score = view.score(fresh) + (self.config.prefer_fresh if fresh.uses == 0 else 0.0)
+        best, best_score = fresh, view.score(fresh)
+        if fresh.uses == 0 and best_score > 0:  # a useful clip never emitted beats a repeat unless ...
+            best_score += self.config.prefer_fresh  # ... the repeat is better by this margin
         res = st.reservoir
         if not res.items:
             return best
-        candidates: list[_Item] = []
         priority = np.where(res.count > 0, view.need + STARVE_BONUS * view.starving, -np.inf)
         k = min(TOP_CLASSES, priority.size)
         top = np.argpartition(priority, -k)[-k:]
-        for c in top[priority[top] > 0].tolist():
-            candidates += [res.pick(res.by_class[c], st.rng) for _ in range(DRAWS_PER_CLASS)]
-        candidates += [res.pick(res.everything, st.rng) for _ in range(min(RANDOM_HELD, len(res.items)))]
+        pools = [res.by_class[c] for c in top[priority[top] > 0].tolist() for _ in range(DRAWS_PER_CLASS)]
+        pools += [res.everything] * RANDOM_HELD
+        u = st.rng.random(len(pools)).tolist()  # one call: drawing one number at a time is slow
+        candidates = [res.items[ids[int(x * len(ids))]] for ids, x in zip(pools, u)]
         for cand in candidates:
             if cand.id not in res.items:  # let go earlier in this loop
                 continue
