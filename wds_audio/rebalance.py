@@ -375,8 +375,8 @@ class RebalanceStage:
         self.config = config
         self.classes = list(classes)
         self.seed = int(seed)
-        self.alpha = config.alpha() if not isinstance(config.target, dict) else None
-        self.q_fixed = config.resolve(self.classes, class_counts)
+        self.q_fixed = config.resolve(self.classes, class_counts)  # validates the whole config
+        self.alpha = config.alpha()
         self._state: _EpochState | None = None
         self._resume: _EpochState | None = None
 
@@ -540,10 +540,12 @@ class RebalanceStage:
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue the current stream exactly (held samples included).
+        """Everything needed to continue the current stream exactly, held samples included.
 
-        ``samples_in`` says how many inputs were consumed: after ``load_state_dict``, call the
-        stage with the same epoch and worker on the input that follows them.
+        Plain Python values only (lists, numbers, bytes, the samples' own dicts), so it loads
+        with ``torch.load(weights_only=True)``. ``samples_in`` says how many inputs were read:
+        after ``load_state_dict``, call the stage with the same epoch and worker on the input
+        that follows them.
         """
         st = self._state or self._resume
         if st is None:
@@ -552,12 +554,12 @@ class RebalanceStage:
         return {
             "version": STATE_VERSION, "config": _config_key(self), "stream": {
                 "epoch": st.epoch, "worker": st.worker, "rng": st.rng.bit_generator.state,
-                "emitted": st.emitted.copy(), "total": st.total, "seen": st.seen.copy(),
-                "q": None if st.q is None else st.q.copy(), "since_refresh": st.since_refresh,
+                "emitted": st.emitted.tolist(), "total": st.total, "seen": st.seen.tolist(),
+                "q": None if st.q is None else st.q.tolist(), "since_refresh": st.since_refresh,
                 "counters": [st.n_in, st.n_valid, st.n_empty, st.n_out, st.n_repeats, st.unique_out],
-                "skipped": dict(st.skipped), "settled": st.settled.copy(),
-                "held": [(i.id, i.sample, i.label_list, i.nbytes, i.uses, i.key) for i in res.items.values()],
-                "heap": list(res.heap), "by_class": [list(ids) for ids in res.by_class],
+                "skipped": dict(st.skipped), "settled": st.settled.tolist(),
+                "held": [[i.id, i.sample, i.label_list, i.nbytes, i.uses, i.key] for i in res.items.values()],
+                "heap": [list(e) for e in res.heap], "by_class": [list(ids) for ids in res.by_class],
                 "everything": list(res.everything), "peak_bytes": res.peak_bytes,
                 "pending": list(st.pending), "samples_in": st.n_in,
             }}
@@ -575,19 +577,20 @@ class RebalanceStage:
                              f"!= {_config_key(self)}")
         st = _EpochState(self, s["epoch"], s["worker"])
         st.rng.bit_generator.state = s["rng"]
-        st.emitted, st.total, st.seen = s["emitted"].copy(), s["total"], s["seen"].copy()
-        st.q = None if s["q"] is None else s["q"].copy()
+        st.emitted, st.total, st.seen = np.array(s["emitted"], dtype=float), s["total"], np.array(s["seen"], dtype=float)
+        st.q = None if s["q"] is None else np.array(s["q"], dtype=float)
         st.since_refresh = s["since_refresh"]
         st.n_in, st.n_valid, st.n_empty, st.n_out, st.n_repeats, st.unique_out = s["counters"]
-        st.skipped, st.settled = dict(s["skipped"]), s["settled"].copy()
+        st.skipped, st.settled = dict(s["skipped"]), np.array(s["settled"], dtype=np.int64)
         res = st.reservoir
         for id_, sample, labels, nbytes, uses, key in s["held"]:
-            item = _Item(id_, sample, np.asarray(labels, dtype=np.int64), nbytes, uses, key)
+            item = _Item(id_, sample, np.array(labels, dtype=np.int64), nbytes, uses, key)
             res.items[id_] = item
             res.count[item.labels] += 1
             res.bytes_held += nbytes
         # the index lists keep their saved order: random draws index into them
-        res.heap, res.everything = list(s["heap"]), list(s["everything"])
+        res.heap = [(key, id_) for key, id_ in s["heap"]]
+        res.everything = list(s["everything"])
         res.by_class = [list(ids) for ids in s["by_class"]]
         res.pos = {(i, c): k for c, ids in enumerate(res.by_class) for k, i in enumerate(ids)}
         res.pos.update({(i, -1): k for k, i in enumerate(res.everything)})

@@ -330,7 +330,7 @@ def test_state_dict_resumes_exactly(ratio, cuts):
         head = trace(list(islice(gen, cut)))
         buf = io.BytesIO()
         torch.save(first.state_dict(), buf)  # as a loader checkpoint would store it
-        state = torch.load(io.BytesIO(buf.getvalue()), weights_only=False)
+        state = torch.load(io.BytesIO(buf.getvalue()), weights_only=True)  # plain values only
         second = RebalanceStage(config, names(c), counts.tolist(), 5)
         second.load_state_dict(state)
         rest = second(iter(stream[state["stream"]["samples_in"]:]), epoch=3, worker=1)
