@@ -53,13 +53,13 @@ class StreamStats:
     skipped_keys: list[str] = field(default_factory=list)
     max_keys: int = 100
 
-    def skip(self, reason: str, key: str, message: str, on_error: str, repeat: bool = False) -> None:
-        """Count (or raise for) one lost sample; a planned repeat of a clip is not counted again."""
+    def skip(self, reason: str, key: str, message: str, on_error: str, repeat: bool = False, clips: int = 1) -> None:
+        """Count (or raise for) ``clips`` lost clips; a planned repeat of a clip is not counted again."""
         if on_error == "raise":
             raise SampleError(reason, message)
         if repeat:
             return
-        self.skipped[reason] += 1
+        self.skipped[reason] += clips
         if len(self.skipped_keys) < self.max_keys:
             self.skipped_keys.append(f"{key}: {message}")
         log.warning("skipped %s", message)
@@ -165,9 +165,13 @@ class ShardReader:
         start, length, skip = (offs[sl.start], offs[sl.stop] - offs[sl.start], 0) if offs else (0, None, sl.start)
         if whole and offs:
             start, length = 0, None
-        check = whole and (self.options.verify_local or sources.scheme_of(shard.url) in sources.REMOTE)
+        remote = sources.scheme_of(shard.url) in sources.REMOTE
+        check = whole and (self.options.verify_local or remote)
+        # with a cache, any slice fills the whole (checksummed) shard once and is read from there
+        cached = remote and bool(self.options.cache_dir)
         kw = dict(options=self.options, metrics=self.metrics, start=start, length=length,
-                  expected_bytes=shard.bytes if check else None, expected_sha256=shard.sha256 if check else None)
+                  expected_bytes=shard.bytes if check or cached else None,
+                  expected_sha256=shard.sha256 if check or cached else None)
         f = (sources.fetch_shard if fetch else sources.open_shard)(shard.url, **kw)
         return f, skip
 
@@ -238,7 +242,7 @@ def read_stream(reader: ShardReader, plan: StreamPlan, stats: StreamStats, on_er
             url = reader.catalog.shards[sl.shard].url
             reason = "shard_error"
             stats.skip(reason, url, f"{url}: {e} ({len(sl) - done} sample(s) of samples {sl.start}:{sl.stop} lost)",
-                       on_error, repeat=sl.rep > 0)
+                       on_error, repeat=sl.rep > 0, clips=len(sl) - done)
             for i in range(sl.start + done, sl.stop):
                 yield {"__key__": f"{url}#{i}", "__url__": url, "__failed__": reason, "__index__": i,
                        "__valid__": sl.valid, "__rep__": sl.rep}
@@ -448,6 +452,30 @@ def batches(samples: Iterator[Sample], batch_size: int, count: int, window: int 
         yield collate(chunk, window)
 
 
+class _Delta:
+    """Source counters since the last batch. The prefetch thread keeps counting into the same
+    SourceMetrics object, so the difference is shipped rather than the object swapped."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, Any] = {}
+
+    def take(self, metrics: "sources.SourceMetrics") -> dict[str, Any]:
+        now = metrics.as_dict()
+        out = _minus(now, self.last)
+        self.last = now
+        return out
+
+
+def _minus(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in a.items():
+        if isinstance(v, dict):
+            out[k] = {kk: vv for kk, vv in _minus(v, b.get(k, {})).items() if vv}
+        elif isinstance(v, (int, float)):
+            out[k] = v - b.get(k, 0)
+    return out
+
+
 def skip_samples(samples: Iterator[Sample], n: int) -> Iterator[Sample]:
     """Drop the first ``n`` samples (already consumed before a resume) without decoding them."""
     for i, s in enumerate(samples):
@@ -460,6 +488,7 @@ def stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, *, epo
     """The batches of one planned stream: the whole CPU pipeline for it."""
     stats = StreamStats(max_keys=cfg.max_reported_keys)
     reader = ShardReader(catalog, cfg.source_options)
+    source_delta = _Delta()
     samples: Iterator[Sample] = read_stream(reader, plan, stats, cfg.on_error)
     if rebalance is not None:
         samples = rebalance(samples, epoch=epoch, worker=rank * 1_000_003 + plan.stream)
@@ -471,5 +500,5 @@ def stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, *, epo
     window = cfg.clip_samples if (cfg.training or cfg.eval_crop == "center") else None
     for b in batches(samples, cfg.batch_size, plan.batches - skip_batches, window):
         b.stats = stats.take()
-        b.stats["source"], reader.metrics = reader.metrics.as_dict(), sources.SourceMetrics()
+        b.stats["source"] = source_delta.take(reader.metrics)
         yield b

@@ -112,8 +112,6 @@ def test_a_fault_in_every_shard_gives_the_fault_free_epoch(fault_server: FaultSe
         assert m["source"]["resumes"] == n  # each cut request went on from the byte it had reached
 
 
-@pytest.mark.xfail(strict=True, reason="stream.stream_batches swaps reader.metrics for a new object at every "
-                                       "batch while the prefetch thread still counts into the old one: retries lost")
 def test_retries_during_prefetch_are_all_reported(fault_server: FaultServer, demo_shards: Path) -> None:
     # One stream, one clip per batch: while the prefetch thread waits out the timeout of the next
     # shard, the current shard's clips go out as batches.
@@ -165,8 +163,6 @@ def test_a_shard_that_keeps_failing_is_skipped_and_reported(fault_server: FaultS
     assert len(got) == len(local[False])  # the plan's batch count holds: lost samples became fill-ins
 
 
-@pytest.mark.xfail(strict=True, reason="stream.read_stream counts a failed slice as 1 in metrics()['skipped'], "
-                                       "while every other reason counts clips (README: 'skipped clips by reason')")
 def test_skipped_counts_the_clips_of_a_failed_shard(fault_server: FaultServer, demo_shards: Path) -> None:
     bad, _, m = _fail_one_shard(fault_server, demo_shards, 0)
     assert m["skipped"] == {"shard_error": bad["samples"]} and m["skipped_total"] == bad["samples"]
@@ -241,8 +237,6 @@ def test_second_epoch_reads_the_cache_and_a_corrupt_shard_is_fetched_again(
         assert_same(got, want)
 
 
-@pytest.mark.xfail(strict=True, reason="stream.ShardReader.open passes the sha256 only for whole-shard slices, "
-                                       "so partial slices bypass the cache and hit the server every epoch")
 def test_the_cache_also_serves_partial_slices(fault_server: FaultServer, local: dict[bool, Epoch],
                                               tmp_path: Path) -> None:
     # Default streams in training: shards are cut at random rotation points and between streams.
