@@ -17,13 +17,15 @@ label occurrences emitted so far and E = sum_c e_c, each class has a *need*
 ``need_c = log((q_c E + 1) / (e_c + 1))`` (> 0 behind target, < 0 ahead). Emitting a clip with
 labels L changes KL(e/E || q) by -(sum_{c in L} need_c + |L| KL) / E to first order, so a clip's
 *score* is ``sum_{c in L} (need_c + KL)``: the clip that most reduces the distance scores highest.
+(The q_c E terms are refreshed whenever E has grown by 1 %, so a slot costs a few vector
+operations over C plus work proportional to the candidates' labels.)
 Each slot is filled by the best-scoring candidate among
 
 - the fresh input clip, plus a bonus ``prefer_fresh`` when it was never emitted and its score is
   positive (a repeat must be clearly better to take the slot of a useful new clip; a harmful
   fresh clip gets no bonus, so frequent classes are still thinned);
-- a few held clips of the classes with the largest need (drawn from their reservoirs), and a few
-  held clips drawn uniformly (they find good clips whose labels are not the neediest).
+- a few held clips of the neediest class (drawn from its reservoir), and a few held clips drawn
+  uniformly from the whole store (they find good clips whose labels are not the neediest).
 
 Frequent classes are thinned because their fresh clips score low and lose their slot to a held
 clip; rare classes are repeated because their held clips score high. Co-occurrence is handled by
@@ -96,11 +98,12 @@ STATE_VERSION = 1
 REFRESH_EVERY = 32
 # Score bonus of a clip carrying a starving class: larger than any KL score can be.
 STARVE_BONUS = 1000.0
-# Candidates per slot: held clips of the TOP_CLASSES neediest classes (best of DRAWS_PER_CLASS
-# random ones each) and RANDOM_HELD clips drawn uniformly from the whole store.
-TOP_CLASSES = 4
-DRAWS_PER_CLASS = 2
-RANDOM_HELD = 8
+# Candidates per slot besides the fresh clip: NEEDIEST_DRAWS random held clips of the neediest
+# class that has any, and RANDOM_HELD clips drawn uniformly from the whole store.
+NEEDIEST_DRAWS = 4
+RANDOM_HELD = 4
+# The target terms of the need are refreshed when E has grown by this fraction.
+REF_GROWTH = 0.01
 
 
 @dataclass
@@ -246,15 +249,10 @@ class _View:
 
     __slots__ = ("need", "need_list", "kl", "starving", "starve_list")
 
-    def __init__(self, q: np.ndarray, emitted: np.ndarray, total: float, seen: np.ndarray, floor: float) -> None:
-        qe = q * total
-        self.need = np.log((qe + 1.0) / (emitted + 1.0))
-        self.kl = float(np.dot(emitted, -self.need)) / total if total > 0 else 0.0
-        if floor > 0:
-            natural = seen * (total / max(float(seen.sum()), 1.0))
-            self.starving = floor * np.minimum(qe, natural, out=natural) > emitted
-        else:
-            self.starving = np.zeros(q.size, dtype=bool)
+    def __init__(self, st: _EpochState, floor: float) -> None:
+        self.need = st.log_target1 - st.log_emitted1
+        self.kl = -float(np.dot(st.emitted, self.need)) / st.total if st.total > 0 else 0.0
+        self.starving = st.guard > st.emitted if floor > 0 else np.zeros(st.emitted.size, dtype=bool)
         # plain lists: scoring a clip with a few labels is much cheaper in Python than in numpy
         self.need_list: list[float] = self.need.tolist()
         self.starve_list: list[bool] = self.starving.tolist()
@@ -353,7 +351,14 @@ class _EpochState:
         self.total = 0.0             # E = sum(e_c)
         self.seen = np.zeros(c)      # label occurrences of valid inputs
         self.q = stage.q_fixed       # None until the first labelled input when counted online
+        self.q_version = 0           # bumped whenever q is recomputed
         self.since_refresh = REFRESH_EVERY
+        # need_c = log(q_c E + 1) - log(e_c + 1): the second term is kept up to date per emission,
+        # the first (and the starvation guard) only when E has grown by 1 % since (see _view)
+        self.log_emitted1 = np.zeros(c)
+        self.log_target1 = np.zeros(c)
+        self.guard = np.zeros(c)
+        self.ref_total, self.ref_q_version = -1.0, -1
         self.n_in = self.n_valid = self.n_empty = self.n_out = self.n_repeats = self.unique_out = 0
         self.skipped: dict[str, int] = {}
         self.settled = np.zeros(stage.config.max_reuse + 1, dtype=np.int64)  # clips no longer held, by uses
@@ -423,6 +428,10 @@ class RebalanceStage:
             return
         st.seen[labels] += 1
         self._refresh(st, labels)
+        if self.config.floor > 0 and st.q is not None:  # guard this clip's classes with up-to-date counts
+            share = st.total / float(st.seen.sum())
+            for c in item.label_list:
+                st.guard[c] = self.config.floor * min(st.q[c] * st.total, st.seen[c] * share)
         view = self._view(st)
         for i in range(slots):
             if i:
@@ -456,9 +465,19 @@ class RebalanceStage:
         if st.since_refresh >= REFRESH_EVERY or np.any(st.seen[labels] <= 2):
             st.since_refresh = 0
             st.q = _power_target(st.seen, self.alpha)
+            st.q_version += 1
 
     def _view(self, st: _EpochState) -> _View:
-        return _View(st.q, st.emitted, st.total, st.seen, self.config.floor)  # type: ignore[arg-type]
+        floor = self.config.floor
+        if st.total >= st.ref_total * (1.0 + REF_GROWTH) + 1.0 or st.ref_q_version != st.q_version:
+            # the target terms move with E; refreshing them only as E grows 1 % keeps the O(C) work low
+            qe = st.q * st.total
+            st.log_target1 = np.log(qe + 1.0)
+            if floor > 0:
+                natural = st.seen * (st.total / max(float(st.seen.sum()), 1.0))
+                st.guard = floor * np.minimum(qe, natural)
+            st.ref_total, st.ref_q_version = st.total, st.q_version
+        return _View(st, floor)
 
     def _choose(self, st: _EpochState, fresh: _Item, view: _View) -> _Item:
         """The best-scoring candidate for one slot: the fresh clip or a held one."""
@@ -469,9 +488,8 @@ class RebalanceStage:
         if not res.items:
             return best
         priority = np.where(res.count > 0, view.need + STARVE_BONUS * view.starving, -np.inf)
-        k = min(TOP_CLASSES, priority.size)
-        top = np.argpartition(priority, -k)[-k:]
-        pools = [res.by_class[c] for c in top[priority[top] > 0].tolist() for _ in range(DRAWS_PER_CLASS)]
+        neediest = int(np.argmax(priority))
+        pools = [res.by_class[neediest]] * NEEDIEST_DRAWS if priority[neediest] > 0 else []
         pools += [res.everything] * RANDOM_HELD
         u = st.rng.random(len(pools)).tolist()  # one call: drawing one number at a time is slow
         candidates = [res.items[ids[int(x * len(ids))]] for ids, x in zip(pools, u)]
@@ -494,7 +512,10 @@ class RebalanceStage:
             st.n_repeats += 1
         item.uses += 1
         if item.label_list:
-            st.emitted[item.labels] += 1
+            emitted, log1 = st.emitted, st.log_emitted1
+            for c in item.label_list:
+                emitted[c] += 1.0
+                log1[c] = math.log(emitted[c] + 1.0)
             st.total += len(item.label_list)
         if item.uses >= self.config.max_reuse and item.id in st.reservoir.items:
             st.settled[st.reservoir.remove(item).uses] += 1
@@ -556,6 +577,9 @@ class RebalanceStage:
                 "epoch": st.epoch, "worker": st.worker, "rng": st.rng.bit_generator.state,
                 "emitted": st.emitted.tolist(), "total": st.total, "seen": st.seen.tolist(),
                 "q": None if st.q is None else st.q.tolist(), "since_refresh": st.since_refresh,
+                "q_version": st.q_version, "log_emitted1": st.log_emitted1.tolist(),
+                "log_target1": st.log_target1.tolist(), "guard": st.guard.tolist(),
+                "ref": [st.ref_total, st.ref_q_version],
                 "counters": [st.n_in, st.n_valid, st.n_empty, st.n_out, st.n_repeats, st.unique_out],
                 "skipped": dict(st.skipped), "settled": st.settled.tolist(),
                 "held": [[i.id, i.sample, i.label_list, i.nbytes, i.uses, i.key] for i in res.items.values()],
@@ -577,9 +601,13 @@ class RebalanceStage:
                              f"!= {_config_key(self)}")
         st = _EpochState(self, s["epoch"], s["worker"])
         st.rng.bit_generator.state = s["rng"]
-        st.emitted, st.total, st.seen = np.array(s["emitted"], dtype=float), s["total"], np.array(s["seen"], dtype=float)
+        st.emitted, st.seen = np.array(s["emitted"], dtype=float), np.array(s["seen"], dtype=float)
+        st.total = s["total"]
         st.q = None if s["q"] is None else np.array(s["q"], dtype=float)
-        st.since_refresh = s["since_refresh"]
+        st.since_refresh, st.q_version = s["since_refresh"], s["q_version"]
+        st.log_emitted1, st.log_target1 = np.array(s["log_emitted1"]), np.array(s["log_target1"])
+        st.guard = np.array(s["guard"])
+        st.ref_total, st.ref_q_version = s["ref"]
         st.n_in, st.n_valid, st.n_empty, st.n_out, st.n_repeats, st.unique_out = s["counters"]
         st.skipped, st.settled = dict(s["skipped"]), np.array(s["settled"], dtype=np.int64)
         res = st.reservoir
@@ -602,7 +630,8 @@ class RebalanceStage:
 
 def _config_key(stage: RebalanceStage) -> str:
     c = stage.config
-    return repr((c.target, c.buffer_bytes, c.max_reuse, c.ratio, c.floor, c.prefer_fresh, len(stage.classes), stage.seed))
+    return repr((c.target, c.buffer_bytes, c.max_reuse, c.ratio, c.floor, c.prefer_fresh, len(stage.classes),
+                 stage.seed))
 
 
 def _floor(x: float) -> int:
