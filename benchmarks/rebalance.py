@@ -183,15 +183,16 @@ def capped_optimum(lists: list[np.ndarray], q: np.ndarray, cap: float, iters: in
 
 # --------------------------------------------------------------------------- metrics
 
-def metrics(lists: list[np.ndarray], indices: np.ndarray, q: np.ndarray) -> dict:
+def metrics(lists: list[np.ndarray], indices: np.ndarray, q: np.ndarray, natural: np.ndarray) -> dict:
     counts = class_counts([lists[i] for i in indices.tolist()], q.size)
     s = counts / counts.sum()
     m = q > 0
     r = s[m] / q[m]
     uses = np.bincount(indices, minlength=len(lists))
     return {"tv": 0.5 * float(np.abs(s - q).sum()), "within2x": float(np.mean((r >= 0.5) & (r <= 2.0))),
-            "worst": float(r.min()), "max_over": float(r.max()), "unique": int(np.count_nonzero(uses)),
-            "max_reuse": int(uses.max())}
+            "worst": float(r.min()), "max_over": float(r.max()),
+            "starved": float(np.min(s[m] / np.minimum(natural[m], q[m]))),
+            "unique": int(np.count_nonzero(uses)), "max_reuse": int(uses.max())}
 
 
 def decode_cost(reps: int, seconds: float = 5.0, sr: int = 32000) -> tuple[float, float, int]:
@@ -241,11 +242,12 @@ def evaluate(name: str, lists: list[np.ndarray], names: list[str], args: argpars
     rows, ours = [], []
     for alpha in (0.0, 0.5):
         q = target(counts, alpha)
-        natural_tv = 0.5 * float(np.abs(counts / counts.sum() - q).sum())
+        natural = counts / counts.sum()
+        natural_tv = 0.5 * float(np.abs(natural - q).sum())
         found: dict[str, dict] = {}
 
         def add(method: str, result: dict, indices: np.ndarray) -> None:
-            row = {"stream": name, "alpha": alpha, "method": method, **metrics(lists, indices, q),
+            row = {"stream": name, "alpha": alpha, "method": method, **metrics(lists, indices, q, natural),
                    "peak_mib": result.get("peak_bytes", 0) / MIB if "peak_bytes" in result else None,
                    "us": result.get("us_per_sample")}
             rows.append(row)
@@ -260,6 +262,8 @@ def evaluate(name: str, lists: list[np.ndarray], names: list[str], args: argpars
             configs.append((f"ours, {args.workers} workers", Rebalance(alpha, buffer_bytes=args.budget_mib * MIB),
                             args.workers))
             configs.append(("ours, counts online", Rebalance(alpha, buffer_bytes=args.budget_mib * MIB), 1))
+            configs.append(("ours, floor 0 (no guard)", Rebalance(alpha, buffer_bytes=args.budget_mib * MIB, floor=0.0),
+                            1))
         for method, config, workers in configs:
             known = None if method.endswith("online") else counts
             result = run_stage(lists, order, names, known, config, args.seed, workers, payload)
@@ -271,7 +275,8 @@ def evaluate(name: str, lists: list[np.ndarray], names: list[str], args: argpars
         add("AST weighted", {}, ast_weighted(lists, n, counts, alpha, args.seed))
         best = capped_optimum(lists, q, 4, args.mw_iters)
         rows.append({"stream": name, "alpha": alpha, "method": "reference: offline weights ≤ 4", "tv": best})
-        log(f"  {name} alpha={alpha} reference offline optimum (reuse <= 4): TV {best:.4f}; natural TV {natural_tv:.4f}")
+        log(f"  {name} alpha={alpha} reference offline optimum (reuse <= 4): TV {best:.4f}; "
+            f"natural TV {natural_tv:.4f}")
         best_offline = min(found["PANNs balanced" + ("" if alpha == 0 else " (queue ∝ q)")]["tv"],
                            found["AST weighted"]["tv"])
         rows[-1]["goal"] = found["ours"]["tv"] / best_offline
@@ -306,7 +311,8 @@ def main() -> None:
         streams.append(("AudioSet eval", load_audioset(meta, "eval_segments.csv")[0]))
     n_zipf = 30_000 if args.quick else args.clips
     cardinality = [len(x) for x in balanced]
-    streams.append((f"Zipf-527 ({n_zipf // 1000}k)", zipf_stream(n_zipf, len(names), cardinality, args.zipf, args.seed)))
+    zipf = zipf_stream(n_zipf, len(names), cardinality, args.zipf, args.seed)
+    streams.append((f"Zipf-527 ({n_zipf // 1000}k)", zipf))
 
     dec_before = decode_cost(20 if args.quick else 100)
     rows, ours = [], []
@@ -324,10 +330,12 @@ def write_report(args: argparse.Namespace, rows: list[dict], ours: list[dict], s
     fmt = lambda x, f: "" if x is None else format(x, f)  # noqa: E731
     table = [[r["stream"], "uniform (0)" if r["alpha"] == 0 else "sqrt (0.5)", r["method"], fmt(r["tv"], ".3f"),
               fmt(r.get("within2x"), ".2f"), fmt(r.get("worst"), ".3f"), fmt(r.get("max_over"), ".1f"),
+              fmt(r.get("starved"), ".2f"),
               fmt(r.get("unique"), "d"), fmt(r.get("max_reuse"), "d"), fmt(r.get("peak_mib"), ".1f"),
               fmt(r.get("us"), ".0f")] for r in rows]
     header = ["stream", "target (alpha)", "method", "TV to target", "classes within 2x", "worst class (share/target)",
-              "most over (share/target)", "unique clips", "max reuse", "peak buffer MiB", "stage µs/sample"]
+              "most over (share/target)", "starved (min share / min(natural, target))", "unique clips", "max reuse",
+              "peak buffer MiB", "stage µs/sample"]
     goal_rows = [r for r in rows if "goal" in r]
     default_runs = [o for o in ours if o["method"] == "ours"]
     us = float(np.mean([o["us_per_sample"] for o in default_runs]))
@@ -350,7 +358,9 @@ def write_report(args: argparse.Namespace, rows: list[dict], ours: list[dict], s
           f"samples for every method; seed {args.seed}.",
         "",
         "Metrics on emitted per-class label frequency s vs target q ∝ n^alpha: total variation ½Σ|s−q|; the share "
-        "of classes with 0.5 ≤ s/q ≤ 2; the smallest and largest s/q. 'reference: offline weights ≤ 4' is not a "
+        "of classes with 0.5 ≤ s/q ≤ 2; the smallest and largest s/q; 'starved': the smallest s / min(p, q) with p "
+        "the natural share (below 1: some class got less than both its natural rate and its target; the starvation "
+        "guard keeps it above 0.75 by default). 'reference: offline weights ≤ 4' is not a "
         "sampler: fractional clip weights in [0, 4] fitted by multiplicative updates on KL, the distance any rule "
         "with max_reuse 4 could roughly reach.",
         "",
