@@ -56,7 +56,7 @@ is a pure function of those and the input order, so replaying the input reproduc
 and ``state_dict()`` / ``load_state_dict()`` continue a stream exactly. Each call of the stage
 starts a fresh epoch state (empty reservoir, zero counts) unless a matching state was loaded.
 
-Bad samples (labels missing, not bytes, of the wrong length, or with values other than 0/1) are
+Bad samples (not a dict; labels missing, not bytes, of the wrong length, or not 0/1) are
 counted in ``stats()["skipped"]`` by reason and not emitted. A sample with no label at all passes
 through at the natural rate (it fills its own slots) and is never held.
 
@@ -92,6 +92,8 @@ import numpy as np
 from wds_audio.rng import seed_of
 
 NAMED_ALPHAS = {"natural": 1.0, "sqrt": 0.5, "uniform": 0.0}
+_END = object()
+MAX_EXAMPLES = 5  # skipped samples named per reason in stats()
 STATE_VERSION = 1
 # With online counts the target is recomputed every this many labelled inputs (and whenever a
 # rarely seen class shows up): q moves slowly and recomputing costs O(C).
@@ -361,6 +363,7 @@ class _EpochState:
         self.ref_total, self.ref_q_version = -1.0, -1
         self.n_in = self.n_valid = self.n_empty = self.n_out = self.n_repeats = self.unique_out = 0
         self.skipped: dict[str, int] = {}
+        self.skipped_examples: dict[str, list[str]] = {}  # reason -> the first few "url key" of skipped samples
         self.settled = np.zeros(stage.config.max_reuse + 1, dtype=np.int64)  # clips no longer held, by uses
         self.reservoir = _Reservoir(c, stage.config.buffer_bytes)
         self.pending: deque[dict] = deque()
@@ -401,8 +404,8 @@ class RebalanceStage:
                 out = st.pending.popleft()
                 st.n_out += 1
                 yield out
-            sample = next(samples, None)
-            if sample is None:
+            sample = next(samples, _END)
+            if sample is _END:
                 return
             self._step(st, sample)
 
@@ -440,9 +443,11 @@ class RebalanceStage:
         self._hold_or_settle(st, item, view)
 
     def _labels(self, st: _EpochState, sample: dict) -> np.ndarray | None:
-        raw = sample.get("labels")
+        raw = sample.get("labels") if isinstance(sample, dict) else None
         reason = None
-        if raw is None:
+        if not isinstance(sample, dict):
+            reason = "not_a_dict"
+        elif raw is None:
             reason = "missing_labels"
         elif not isinstance(raw, (bytes, bytearray, memoryview)):
             reason = "labels_not_bytes"
@@ -455,6 +460,9 @@ class RebalanceStage:
             else:
                 return np.flatnonzero(hot)
         st.skipped[reason] = st.skipped.get(reason, 0) + 1
+        examples = st.skipped_examples.setdefault(reason, [])
+        if len(examples) < MAX_EXAMPLES:
+            examples.append(_where(sample) if isinstance(sample, dict) else repr(sample)[:80])
         return None
 
     def _refresh(self, st: _EpochState, labels: np.ndarray) -> None:
@@ -537,7 +545,8 @@ class RebalanceStage:
 
         emitted: {class: label occurrences emitted}; reuse_histogram[k]: input clips emitted k
         times (held clips count with their uses so far); dropped: valid inputs never emitted and
-        no longer held; bytes_held / peak_bytes of the reservoir; skipped: {reason: count}.
+        no longer held; bytes_held / peak_bytes of the reservoir; skipped: {reason: count};
+        skipped_examples: {reason: the first few skipped samples as "url key 'k'"}.
         """
         st = self._state or self._resume
         if st is None:
@@ -550,6 +559,7 @@ class RebalanceStage:
             "samples_in": st.n_in, "samples_valid": st.n_valid, "samples_empty": st.n_empty,
             "samples_out": st.n_out, "pending": len(st.pending), "repeats": st.n_repeats,
             "unique_out": st.unique_out, "dropped": int(st.settled[0]), "skipped": dict(st.skipped),
+            "skipped_examples": {r: list(e) for r, e in st.skipped_examples.items()},
             "emitted": {self.classes[c]: int(n) for c, n in enumerate(st.emitted) if n},
             "emitted_counts": st.emitted.astype(np.int64).tolist(),
             "seen_counts": st.seen.astype(np.int64).tolist(),
@@ -582,6 +592,7 @@ class RebalanceStage:
                 "ref": [st.ref_total, st.ref_q_version],
                 "counters": [st.n_in, st.n_valid, st.n_empty, st.n_out, st.n_repeats, st.unique_out],
                 "skipped": dict(st.skipped), "settled": st.settled.tolist(),
+                "skipped_examples": {r: list(e) for r, e in st.skipped_examples.items()},
                 "held": [[i.id, i.sample, i.label_list, i.nbytes, i.uses, i.key] for i in res.items.values()],
                 "heap": [list(e) for e in res.heap], "by_class": [list(ids) for ids in res.by_class],
                 "everything": list(res.everything), "peak_bytes": res.peak_bytes,
@@ -610,6 +621,7 @@ class RebalanceStage:
         st.ref_total, st.ref_q_version = s["ref"]
         st.n_in, st.n_valid, st.n_empty, st.n_out, st.n_repeats, st.unique_out = s["counters"]
         st.skipped, st.settled = dict(s["skipped"]), np.array(s["settled"], dtype=np.int64)
+        st.skipped_examples = {r: list(e) for r, e in s["skipped_examples"].items()}
         res = st.reservoir
         for id_, sample, labels, nbytes, uses, key in s["held"]:
             item = _Item(id_, sample, np.array(labels, dtype=np.int64), nbytes, uses, key)

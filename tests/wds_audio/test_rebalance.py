@@ -284,18 +284,23 @@ def test_bad_label_bytes_are_skipped_by_reason_never_emitted():
     c = 4
     good = [{"__key__": f"g{i}", "flac": b"x", "labels": hot([i % c], c)} for i in range(40)]
     bad = [
-        {"__key__": "short", "flac": b"x", "labels": b"\x01\x00"},
+        {"__key__": "short", "__url__": "gs://b/train-000003.tar", "flac": b"x", "labels": b"\x01\x00"},
         {"__key__": "long", "flac": b"x", "labels": bytes(5)},
         {"__key__": "two", "flac": b"x", "labels": bytes([0, 2, 0, 0])},
         {"__key__": "missing", "flac": b"x"},
         {"__key__": "text", "flac": b"x", "labels": "0100"},
+        None,
+        ("tuple", b"x"),
     ]
     stage = RebalanceStage(Rebalance("uniform"), names(c), None, seed=0)
     out = list(stage(iter(good[:20] + bad + good[20:])))
     assert {s["__key__"] for s in out} <= {s["__key__"] for s in good}
     assert len(out) == len(good)
     assert stage.stats()["skipped"] == {"labels_length": 2, "labels_values": 1, "missing_labels": 1,
-                                        "labels_not_bytes": 1}
+                                        "labels_not_bytes": 1, "not_a_dict": 2}
+    examples = stage.stats()["skipped_examples"]
+    assert examples["labels_length"] == ["gs://b/train-000003.tar key 'short'", "? key 'long'"]
+    assert examples["labels_values"] == ["? key 'two'"]
 
 
 @pytest.mark.parametrize("ratio", [1.0, 2.0])
