@@ -407,7 +407,7 @@ def test_emitted_samples_are_copies_so_later_stages_may_change_them():
     for s in stage(iter(stream)):
         out.append((s["__key__"], s["__repeat__"], s["flac"]))
         s.pop("flac")  # e.g. a decode stage replacing the bytes by an array
-    assert Counter(k for k, r, _ in out if r > 0)  # repeats happened ...
+    assert any(r > 0 for _, r, _ in out)  # repeats happened ...
     assert all(f == bytes(10) for _, _, f in out)  # ... and still carried their bytes
     assert all("flac" in s for s in stream)
 
