@@ -101,11 +101,17 @@ class AudioLoader:
         self._metrics = LoaderMetrics(cfg.max_reported_keys)
 
     def _rebalance_stage(self) -> Any:
+        """A factory of rebalancing stages (one per stream: a stage holds its stream's reservoir)."""
         if self.cfg.rebalance is None:
             return None
+        from functools import partial
+
         from .rebalance import RebalanceStage
 
-        return RebalanceStage(self.cfg.rebalance, self.catalog.classes, self.catalog.class_counts(), self.cfg.seed)
+        make = partial(RebalanceStage, self.cfg.rebalance, self.catalog.classes, self.catalog.class_counts(),
+                       self.cfg.seed)
+        make()  # a bad configuration fails here, in the main process, not in a worker
+        return make
 
     @property
     def classes(self) -> list[str]:

@@ -29,6 +29,7 @@ class LoaderMetrics:
         self.skipped_keys: list[str] = []
         self.source = SourceMetrics()
         self.extra: dict[str, Any] = {}
+        self.rebalance: dict[int, dict[str, Any]] = {}  # stream -> its stage's latest stats
         self._t0 = self._last = time.perf_counter()
 
     def start(self) -> None:
@@ -50,6 +51,9 @@ class LoaderMetrics:
         self.add_skips(stats.get("skipped", {}), stats.get("skipped_keys", []))
         if "source" in stats:
             self.source.merge(stats["source"])
+        if "rebalance" in stats:
+            stream, st = stats["rebalance"]
+            self.rebalance[stream] = st
 
     def add_skips(self, counts: dict[str, int], keys: list[str]) -> None:
         self.skipped.update(counts)
@@ -63,5 +67,22 @@ class LoaderMetrics:
             "time_s": t, "wait_s": self.wait_s, "first_batch_s": self.first_batch_s,
             "clips_per_s": self.samples / t if t > 0 else None, "wait_fraction": self.wait_s / t if t > 0 else None,
             "skipped": dict(self.skipped), "skipped_total": sum(self.skipped.values()),
-            "skipped_keys": list(self.skipped_keys), "source": self.source.as_dict(), **self.extra,
+            "skipped_keys": list(self.skipped_keys), "source": self.source.as_dict(),
+            **({"rebalance": merge_rebalance(list(self.rebalance.values()))} if self.rebalance else {}), **self.extra,
         }
+
+
+def merge_rebalance(per_stream: list[dict[str, Any]]) -> dict[str, Any]:
+    """The streams' rebalancing statistics added up (peak bytes: the sum of the streams' peaks)."""
+    out: dict[str, Any] = {"streams": len(per_stream)}
+    for key in ("samples_in", "samples_out", "repeats", "unique_out", "dropped", "bytes_held", "peak_bytes"):
+        out[key] = sum(int(st.get(key, 0)) for st in per_stream)
+    for key in ("emitted_counts", "reuse_histogram"):
+        rows = [st[key] for st in per_stream if st.get(key)]
+        width = max((len(r) for r in rows), default=0)
+        out[key] = [sum(r[i] for r in rows if i < len(r)) for i in range(width)]
+    skipped: Counter = Counter()
+    for st in per_stream:
+        skipped.update(st.get("skipped", {}))
+    out["skipped"] = dict(skipped)
+    return out

@@ -476,6 +476,22 @@ def _minus(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def exactly(samples: Iterator[Sample], n: int) -> Iterator[Sample]:
+    """``n`` samples: cut what is beyond, repeat the last ones if the stage came up short."""
+    tail: list[Sample] = []
+    count = 0
+    for s in samples:
+        if count == n:
+            return
+        yield s
+        count += 1
+        tail = (tail + [s])[-64:]
+    for i in range(n - count):
+        if not tail:
+            return
+        yield {**tail[i % len(tail)], "__rep__": tail[i % len(tail)].get("__rep__", 0) + 1}
+
+
 def skip_samples(samples: Iterator[Sample], n: int) -> Iterator[Sample]:
     """Drop the first ``n`` samples (already consumed before a resume) without decoding them."""
     for i, s in enumerate(samples):
@@ -490,8 +506,9 @@ def stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, *, epo
     reader = ShardReader(catalog, cfg.source_options)
     source_delta = _Delta()
     samples: Iterator[Sample] = read_stream(reader, plan, stats, cfg.on_error)
-    if rebalance is not None:
-        samples = rebalance(samples, epoch=epoch, worker=rank * 1_000_003 + plan.stream)
+    stage = rebalance() if rebalance is not None else None
+    if stage is not None:
+        samples = exactly(stage(samples, epoch=epoch, worker=rank * 1_000_003 + plan.stream), plan.samples)
     if cfg.training:
         rng = sample_rng(cfg.seed, epoch, f"rank{rank}-stream{plan.stream}", "shuffle")
         samples = shuffle(samples, cfg.shuffle_buffer, rng, initial=min(cfg.shuffle_buffer, 2 * cfg.batch_size))
@@ -501,4 +518,6 @@ def stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, *, epo
     for b in batches(samples, cfg.batch_size, plan.batches - skip_batches, window):
         b.stats = stats.take()
         b.stats["source"] = source_delta.take(reader.metrics)
+        if stage is not None:
+            b.stats["rebalance"] = (plan.stream, stage.stats())
         yield b
