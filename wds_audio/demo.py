@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
                              clip_seconds=args.clip_seconds, num_workers=args.workers, seed=0)
     seen, t0 = Counter(), time.perf_counter()
     for batch in train:
-        x = fe(batch.audio.to(device, non_blocking=True), batch.lengths, keys=batch.keys)
+        x = fe(batch.audio.to(device, non_blocking=True), batch.lengths, keys=batch.draw_keys)
         seen.update(int(c) for c in torch.nonzero(batch.targets)[:, 1])
     dt = time.perf_counter() - t0
     m = train.metrics()

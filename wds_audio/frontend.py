@@ -79,7 +79,7 @@ class Frontend(nn.Module):
         """Features (B, F, frames); with ``targets`` (or a Batch) returns (features, targets)."""
         if isinstance(audio, Batch):
             b = audio
-            return self.forward(b.audio, b.lengths, b.targets, b.keys)
+            return self.forward(b.audio, b.lengths, b.targets, b.draw_keys)
         x = audio.float() / 32768.0 if audio.dtype == torch.int16 else audio.float()
         lengths = (torch.full((x.shape[0],), x.shape[-1], dtype=torch.int64, device=x.device) if lengths is None
                    else lengths.to(x.device))

@@ -81,18 +81,25 @@ class Batch:
     valid: torch.Tensor
     index: int = -1
     stats: dict[str, Any] = field(default_factory=dict)
+    repeats: list[str] = field(default_factory=list)
+
+    @property
+    def draw_keys(self) -> list[str]:
+        """Keys for per-sample random draws: a repeated clip (``key#occurrence``) gets its own."""
+        reps = self.repeats or ["0"] * len(self.keys)
+        return [k if r == "0" else f"{k}#{r}" for k, r in zip(self.keys, reps)]
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def pin_memory(self) -> "Batch":
         return Batch(self.audio.pin_memory(), self.lengths.pin_memory(), self.targets.pin_memory(), self.keys,
-                     self.valid.pin_memory(), self.index, self.stats)
+                     self.valid.pin_memory(), self.index, self.stats, self.repeats)
 
     def to(self, device: str | torch.device, non_blocking: bool = False) -> "Batch":
         return Batch(self.audio.to(device, non_blocking=non_blocking), self.lengths.to(device, non_blocking=non_blocking),
                      self.targets.to(device, non_blocking=non_blocking), self.keys,
-                     self.valid.to(device, non_blocking=non_blocking), self.index, self.stats)
+                     self.valid.to(device, non_blocking=non_blocking), self.index, self.stats, self.repeats)
 
 
 # ---------------------------------------------------------------- reading tars
@@ -315,6 +322,13 @@ def _audio_member(sample: Sample) -> str:
     return ext
 
 
+def occurrence(sample: Sample) -> str:
+    """Which occurrence of a clip this is in the epoch: "0" the first time; wrap-around fills
+    (``__rep__``) and rebalancing repeats (``__repeat__``) get their own crops and augmentation."""
+    rep, again = sample.get("__rep__", 0), sample.get("__repeat__", 0)
+    return "0" if not (rep or again) else f"{rep}.{again}"
+
+
 def decode_audio(sample: Sample, pcm: bool, window: Callable[[int, int], tuple[int, int]] | None = None) -> tuple[np.ndarray, int]:
     """(frames, channels) float32 (or int16 for pcm) and the stored sample rate.
 
@@ -380,7 +394,7 @@ class Shaper:
         key = sample["__key__"]
         labels = labels_of(sample, self.num_classes)
         mode = "random" if self.cfg.training else ("center" if self.cfg.eval_crop == "center" else "full")
-        rng = sample_rng(self.cfg.seed, self.epoch, key, f"crop{sample.get('__rep__', 0)}") if mode == "random" else None
+        rng = sample_rng(self.cfg.seed, self.epoch, key, f"crop{occurrence(sample)}") if mode == "random" else None
         target = self.cfg.clip_samples if mode != "full" else None
         if target and not self.cfg.pcm_on_device and self.cfg.trim_db is None:
             # crop before decoding: only the window (in stored samples) is decoded and resampled
@@ -405,7 +419,8 @@ class Shaper:
     def _finish(self, key: str, x: np.ndarray, labels: np.ndarray, sample: Sample) -> Sample:
         if self.cfg.loudness is not None:
             x = normalize(x, self.cfg.sample_rate, self.cfg.loudness, self.cfg.loudness_db)
-        return {"key": key, "audio": np.ascontiguousarray(x), "labels": labels, "valid": bool(sample.get("__valid__", True))}
+        return {"key": key, "audio": np.ascontiguousarray(x), "labels": labels, "valid": bool(sample.get("__valid__", True)),
+                "repeat": occurrence(sample)}
 
 
 def decode(samples: Iterator[Sample], shaper: Shaper, stats: StreamStats, on_error: str) -> Iterator[Sample]:
@@ -441,7 +456,8 @@ def collate(samples: list[Sample], window: int | None) -> Batch:
         audio[i, : lengths[i]] = s["audio"][: lengths[i]]
     return Batch(audio=torch.from_numpy(audio), lengths=torch.tensor(lengths, dtype=torch.int64),
                  targets=torch.from_numpy(np.stack([s["labels"] for s in samples]).astype(np.float32)),
-                 keys=[s["key"] for s in samples], valid=torch.tensor([s["valid"] for s in samples], dtype=torch.bool))
+                 keys=[s["key"] for s in samples], valid=torch.tensor([s["valid"] for s in samples], dtype=torch.bool),
+                 repeats=[s.get("repeat", "0") for s in samples])
 
 
 def batches(samples: Iterator[Sample], batch_size: int, count: int, window: int | None) -> Iterator[Batch]:

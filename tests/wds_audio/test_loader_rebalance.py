@@ -62,3 +62,18 @@ def test_rebalanced_batches_identical_across_workers_and_resume(demo_shards: Pat
 def test_bad_rebalance_config_fails_at_construction(demo_shards: Path) -> None:
     with pytest.raises(ValueError, match="no_such_class"):
         _load(demo_shards, Rebalance({"no_such_class": 1.0}))
+
+
+def test_repeated_clips_get_their_own_crops(demo_shards: Path) -> None:
+    """A clip emitted twice in an epoch (rebalancing repeat) is cropped independently each time."""
+    loader = _load(demo_shards, Rebalance("uniform", buffer_bytes=BUDGET, max_reuse=8), streams=1, clip_seconds=0.25)
+    seen: dict[str, list[torch.Tensor]] = {}
+    draw_keys = set()
+    for b in loader:
+        draw_keys.update(b.draw_keys)
+        for k, x, r in zip(b.keys, b.audio, b.repeats):
+            seen.setdefault(k, []).append(x)
+    repeated = {k: xs for k, xs in seen.items() if len(xs) > 1}
+    assert repeated and len(draw_keys) == sum(len(xs) for xs in seen.values())  # every occurrence its own draws
+    differ = sum(any(not torch.equal(xs[0], x) for x in xs[1:]) for xs in repeated.values())
+    assert differ >= 0.8 * len(repeated)  # clips shorter than the window are the same whole clip
