@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 
 # `loader` is both a submodule and the entry point: importing it here, eagerly, makes the
 # function win over the submodule attribute for good. The rest is imported on first use.
-from .loader import AudioLoader, loader  # noqa: E402
+from .loader import AudioLoader, loader  # noqa: E402, F401
 
 _LAZY = {"LoaderConfig": "config", "Catalog": "catalog", "Batch": "stream", "Frontend": "frontend",
          "Rebalance": "rebalance"}

@@ -14,7 +14,6 @@ import soundfile as sf
 from shardgen import cli
 from shardgen.recipes import gtzan
 from shardgen.records import RecipeError
-from shardgen.writer import PackOptions, pack
 from tests.conftest import write_tone
 
 LISTS = {

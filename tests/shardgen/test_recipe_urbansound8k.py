@@ -13,7 +13,6 @@ import pytest
 from shardgen import cli
 from shardgen.recipes import urbansound8k as us8k
 from shardgen.records import RecipeError
-from shardgen.writer import PackOptions, pack
 from tests.conftest import write_tone
 
 HEADER = "slice_file_name,fsID,start,end,salience,fold,classID,class"
