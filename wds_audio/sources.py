@@ -27,7 +27,6 @@ import http.client
 import io
 import logging
 import os
-import queue
 import random
 import re
 import subprocess
@@ -56,7 +55,8 @@ class SourceOptions:
     chunk_bytes: size of each ranged GET for s3/gs, and the read buffer.
     cache_dir, cache_bytes: a local ShardCache for remote shards that have a sha256
         (None: no cache; cache_bytes None: no size limit).
-    prefetch: shards opened / downloaded ahead of the one being read (0: none).
+    prefetch: slices (ranged reads) kept in flight ahead of the one being read, on a small thread
+        pool, in order (0: none). Hides per-request latency of remote stores.
     verify_local: also check local files against their sha256 (remote ones always are).
     stale_tmp_s: cache temporaries untouched this long are left over from a killed run.
     """
@@ -830,17 +830,83 @@ def _open_cached(want: _Want) -> BinaryIO:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-_DONE = object()
+class Prefetcher:
+    """``(item, stream or exception)`` in the order of ``items``, with up to ``depth`` opens in flight
+    at once (a thread each), started when the Prefetcher is made, not when it is first iterated.
+
+    Several requests in flight hide a per-request latency that a single opener thread would pay
+    once per item; starting at construction lets every stream of a worker overlap its first
+    requests with the others'. The consumer holds one item, at most ``depth`` more are open.
+    """
+
+    def __init__(self, items: Iterable[Any], open_fn: Callable[[Any], BinaryIO], depth: int,
+                 metrics: SourceMetrics | None = None) -> None:
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._items, self._open, self._metrics = iter(items), open_fn, metrics
+        self._pool = ThreadPoolExecutor(depth, thread_name_prefix="wds-audio-prefetch")
+        self._pending: Any = deque()
+        self._closed = False
+        for _ in range(depth):
+            self._submit()
+
+    def _submit(self) -> None:
+        try:
+            item = next(self._items)
+        except StopIteration:
+            return
+        except Exception as e:  # noqa: BLE001 - the item iterable failed: raised in order, in the consumer
+            self._pending.append((None, e))
+            return
+        self._pending.append((item, self._pool.submit(self._open, item)))
+
+    def __iter__(self) -> "Prefetcher":
+        return self
+
+    def __next__(self) -> tuple[Any, BinaryIO | Exception]:
+        if not self._pending:
+            self.close()
+            raise StopIteration
+        item, fut = self._pending.popleft()
+        if isinstance(fut, Exception):
+            self.close()
+            raise fut
+        t0 = time.perf_counter()
+        try:
+            got: Any = fut.result()
+        except Exception as e:  # noqa: BLE001 - delivered in its place; the caller's policy decides
+            got = e
+        if self._metrics is not None:
+            self._metrics.add("prefetch_wait_s", time.perf_counter() - t0)
+        self._submit()
+        return item, got
+
+    def close(self) -> None:
+        """Stop opening; what was opened and not handed out is closed (now or when it arrives)."""
+        if self._closed:
+            return
+        self._closed = True
+        for _, fut in self._pending:
+            if not isinstance(fut, Exception) and not fut.cancel():
+                fut.add_done_callback(_close_result)
+        self._pending.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _close_result(fut: Any) -> None:
+    if not fut.cancelled() and fut.exception() is None and hasattr(fut.result(), "close"):
+        fut.result().close()
 
 
 def prefetch(urls: Iterable[str], open_fn: Callable[[str], BinaryIO], depth: int = 1, *,
              metrics: SourceMetrics | None = None) -> Iterator[tuple[str, BinaryIO | Exception]]:
-    """``(url, stream or exception)`` in the order of ``urls``, opened ``depth`` ahead by a thread.
+    """``(url, stream or exception)`` in the order of ``urls``, up to ``depth`` opened ahead at once.
 
-    The thread calls ``open_fn`` (use ``fetch_shard`` to download remote shards whole) for at most
-    ``depth`` shards the consumer has not taken yet, so memory stays bounded. An exception from
-    ``open_fn`` is delivered in its place, not raised: the caller's error policy decides. Leaving
-    the loop early stops the thread and closes what it had opened. ``depth=0`` opens in the
+    ``open_fn`` (use ``fetch_shard`` to download remote shards whole) runs on a pool of ``depth``
+    threads for at most ``depth`` shards the consumer has not taken yet, so memory stays bounded.
+    An exception from ``open_fn`` is delivered in its place, not raised: the caller's error policy
+    decides. Leaving the loop early stops and closes what was opened. ``depth=0`` opens in the
     caller's thread. Time the consumer waits is added to ``metrics["prefetch_wait_s"]``.
 
     Example:
@@ -853,32 +919,11 @@ def prefetch(urls: Iterable[str], open_fn: Callable[[str], BinaryIO], depth: int
     if depth <= 0:
         yield from _open_each(urls, open_fn)
         return
-    q: queue.Queue[Any] = queue.Queue()
-    slots = threading.Semaphore(depth)
-    stop = threading.Event()
-    thread = threading.Thread(target=_prefetch_worker, args=(iter(urls), open_fn, q, slots, stop),
-                              name="wds-audio-prefetch", daemon=True)
-    thread.start()
+    p = Prefetcher(urls, open_fn, depth, metrics)
     try:
-        while True:
-            t0 = time.perf_counter()
-            item = q.get()
-            if metrics is not None:
-                metrics.add("prefetch_wait_s", time.perf_counter() - t0)
-            if item is _DONE:
-                return
-            url, got, iter_error = item
-            if iter_error:
-                raise got
-            slots.release()
-            yield url, got
+        yield from p
     finally:
-        stop.set()
-        slots.release()  # wake a worker waiting for a slot so it sees `stop`
-        while not q.empty():
-            item = q.get_nowait()
-            if item is not _DONE and hasattr(item[1], "close"):
-                item[1].close()
+        p.close()
 
 
 def _open_each(urls: Iterable[str], open_fn: Callable[[str], BinaryIO]) -> Iterator[tuple[str, BinaryIO | Exception]]:
@@ -888,32 +933,6 @@ def _open_each(urls: Iterable[str], open_fn: Callable[[str], BinaryIO]) -> Itera
         except Exception as e:  # noqa: BLE001 - delivered to the caller in order
             got = e
         yield url, got
-
-
-def _prefetch_worker(urls: Iterator[str], open_fn: Callable[[str], BinaryIO], q: queue.Queue[Any],
-                     slots: threading.Semaphore, stop: threading.Event) -> None:
-    try:
-        while True:
-            slots.acquire()
-            if stop.is_set():
-                return
-            try:
-                url = next(urls)
-            except StopIteration:
-                return
-            try:
-                got: Any = open_fn(url)
-            except Exception as e:  # noqa: BLE001 - delivered to the consumer in order
-                got = e
-            if stop.is_set():
-                if hasattr(got, "close"):
-                    got.close()
-                return
-            q.put((url, got, False))
-    except Exception as e:  # noqa: BLE001 - the url iterable itself failed: re-raised in the consumer
-        q.put((None, e, True))
-    finally:
-        q.put(_DONE)
 
 
 def open_url(url: str, options: SourceOptions | None = None) -> BinaryIO:

@@ -135,6 +135,9 @@ def split_name(name: str) -> tuple[str, str]:
     return (name, "") if dot < 0 else (name[:dot], name[dot + 1:])
 
 
+_OFFSETS: dict[str, list[int] | None] = {}  # .idx url -> sample offsets, per process
+
+
 class ShardReader:
     """Reads planned slices of a catalog's shards, seeking with the DALI .idx when there is one.
 
@@ -146,23 +149,26 @@ class ShardReader:
         self.catalog = catalog
         self.options = options or sources.SourceOptions()
         self.metrics = sources.SourceMetrics()
-        self._offsets: dict[int, list[int] | None] = {}
 
     def offsets(self, shard: int) -> list[int] | None:
-        """Header offset of each sample's first member, plus the end of the last sample's data."""
-        if shard not in self._offsets:
-            s = self.catalog.shards[shard]
+        """Header offset of each sample's first member, plus the end of the last sample's data.
+
+        Kept per process (``_OFFSETS``): every stream and every epoch would otherwise fetch the
+        same .idx again, one more request per slice for a remote dataset."""
+        s = self.catalog.shards[shard]
+        key = s.index_url or s.url
+        if key not in _OFFSETS:
             try:
                 idx = read_index(s.index_url, self.options) if s.index_url else None
             except Exception as e:  # noqa: BLE001 - an unreadable index only costs a sequential read
                 log.warning("%s: index unusable (%s); reading sequentially", s.index_url, e)
-                idx = None
+                return None  # not kept: the next slice tries again
             if idx is None or len(idx) != s.samples:
-                self._offsets[shard] = None
+                _OFFSETS[key] = None
             else:
                 last = idx[-1][-1]
-                self._offsets[shard] = [m[0][1] - 512 for m in idx] + [last[1] + (last[2] + 511) // 512 * 512]
-        return self._offsets[shard]
+                _OFFSETS[key] = [m[0][1] - 512 for m in idx] + [last[1] + (last[2] + 511) // 512 * 512]
+        return _OFFSETS[key]
 
     def open(self, sl: Slice, fetch: bool = False) -> tuple[BinaryIO, int]:
         """A stream of the slice's bytes and how many leading samples still have to be skipped."""
@@ -176,8 +182,9 @@ class ShardReader:
         check = whole and (self.options.verify_local or remote)
         # with a cache, any slice fills the whole (checksummed) shard once and is read from there
         cached = remote and bool(self.options.cache_dir)
+        # the size is always passed for a remote shard: s3/gs then need no HEAD before a ranged GET
         kw = dict(options=self.options, metrics=self.metrics, start=start, length=length,
-                  expected_bytes=shard.bytes if check or cached else None,
+                  expected_bytes=shard.bytes if check or cached or remote else None,
                   expected_sha256=shard.sha256 if check or cached else None)
         f = (sources.fetch_shard if fetch else sources.open_shard)(shard.url, **kw)
         return f, skip
@@ -231,13 +238,35 @@ def _opened(reader: ShardReader, slices: tuple[Slice, ...]) -> Iterator[tuple[Sl
             except Exception as e:  # noqa: BLE001 - handled by the caller's policy
                 yield sl, e
         return
-    for sl, got in sources.prefetch(slices, lambda sl: reader.open(sl, fetch=True), depth, metrics=reader.metrics):
-        yield sl, got
+    prefetcher = sources.Prefetcher(slices, lambda sl: reader.open(sl, fetch=True), depth, metrics=reader.metrics)
+    try:
+        yield from prefetcher
+    finally:
+        prefetcher.close()
 
 
-def read_stream(reader: ShardReader, plan: StreamPlan, stats: StreamStats, on_error: str) -> Iterator[Sample]:
-    """All samples of a stream's slices, with placeholders for what could not be read."""
-    for sl, got in _opened(reader, plan.slices):
+def opened(reader: ShardReader, slices: tuple[Slice, ...]) -> Iterator[tuple[Slice, Any]]:
+    """``_opened``, with the fetching of remote slices started now rather than at the first ``next``:
+    a worker makes all its streams before it asks any for a batch, so their first requests overlap."""
+    depth = reader.options.prefetch
+    remote = any(sources.scheme_of(reader.catalog.shards[sl.shard].url) in sources.REMOTE for sl in slices)
+    if not (remote and depth > 0):
+        return _opened(reader, slices)
+    prefetcher = sources.Prefetcher(slices, lambda sl: reader.open(sl, fetch=True), depth, metrics=reader.metrics)
+
+    def gen() -> Iterator[tuple[Slice, Any]]:
+        try:
+            yield from prefetcher
+        finally:
+            prefetcher.close()
+    return gen()
+
+
+def read_stream(reader: ShardReader, plan: StreamPlan, stats: StreamStats, on_error: str,
+                slices: Iterator[tuple[Slice, Any]] | None = None) -> Iterator[Sample]:
+    """All samples of a stream's slices (opened by ``slices``, default ``_opened``), with placeholders
+    for what could not be read."""
+    for sl, got in (slices if slices is not None else _opened(reader, plan.slices)):
         done = 0
         try:
             if isinstance(got, Exception):
@@ -517,11 +546,17 @@ def skip_samples(samples: Iterator[Sample], n: int) -> Iterator[Sample]:
 
 def stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, *, epoch: int, rank: int,
                    skip_batches: int = 0, rebalance: Callable | None = None, worker: int = 0) -> Iterator[Batch]:
-    """The batches of one planned stream: the whole CPU pipeline for it."""
-    stats = StreamStats(max_keys=cfg.max_reported_keys)
+    """The batches of one planned stream: the whole CPU pipeline for it. Reading starts now."""
     reader = ShardReader(catalog, cfg.source_options)
+    return _stream_batches(cfg, catalog, plan, epoch, rank, skip_batches, rebalance, reader,
+                           opened(reader, plan.slices))
+
+
+def _stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, epoch: int, rank: int, skip_batches: int,
+                    rebalance: Callable | None, reader: ShardReader, slices: Iterator[tuple[Slice, Any]]) -> Iterator[Batch]:
+    stats = StreamStats(max_keys=cfg.max_reported_keys)
     source_delta = _Delta()
-    samples: Iterator[Sample] = read_stream(reader, plan, stats, cfg.on_error)
+    samples: Iterator[Sample] = read_stream(reader, plan, stats, cfg.on_error, slices)
     stage = rebalance() if rebalance is not None else None
     if stage is not None:
         samples = exactly(stage(samples, epoch=epoch, worker=rank * 1_000_003 + plan.stream), plan.samples)

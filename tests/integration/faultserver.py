@@ -135,6 +135,7 @@ class FaultServer:
 
 
 class _QuietServer(ThreadingHTTPServer):
+    request_queue_size = 128  # socketserver's 5 drops SYNs when loaders open many ranges at once
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that gave up (timeout, retry) closes its end mid-response: expected here.
         if not isinstance(sys.exc_info()[1], ConnectionError):

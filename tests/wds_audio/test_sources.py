@@ -327,7 +327,7 @@ def test_leaving_prefetch_early_stops_the_thread_and_closes_unused_shards() -> N
     opener = Opener()
     for _, f in prefetch([f"u{i}" for i in range(10)], opener, depth=3):
         break
-    _wait_for(lambda: not any(t.name == "wds-audio-prefetch" for t in threading.enumerate()))
+    _wait_for(lambda: not any(t.name.startswith("wds-audio-prefetch") for t in threading.enumerate()))
     assert len(opener.opened) <= 4
     assert all(f.closed for f in opener.opened[1:])  # all but the one handed out
 
