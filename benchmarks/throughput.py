@@ -3,7 +3,8 @@
 Shards of 5-s clips (FLAC stored at 44.1 kHz, 32 kHz target, 128 mels, SpecAugment, batch 64):
   (a) decode-only tight loop            (the machine's CPU decode limit, same processes as ours)
   (b) the same ops as ours, tight loop  (decode + resample + crop in a process pool, log-mel + SpecAugment)
-  (c) ours: wds_audio.loader + Frontend
+  (c) ours as set up on a CPU machine: wds_audio.loader(frontend=...) runs the Frontend in its workers
+  (c') ours as set up on a GPU machine (Frontend in the training process), here on the CPU
   (d) torchaudio tutorial: map-style Dataset over files, per-sample transforms in DataLoader workers
   (e) plain webdataset pipeline with the same per-sample transforms as (d)
   + DALI rows (benchmarks/dali_rows.py) when DALI is installed.
@@ -99,41 +100,49 @@ def row_decode_only(shards: list[str], workers: int) -> dict[str, Any]:
     return _timed("(a) decode-only tight loop", run, f"{workers} processes, soundfile")
 
 
+def _ops_shard(path: str) -> int:
+    """Decode + resample + crop every clip of a shard, then log-mel + SpecAugment in batches."""
+    torch.set_num_threads(1)
+    fe, clips = _frontend(), _prepare_shard(path)
+    with torch.no_grad():
+        for i in range(0, len(clips), BATCH):
+            chunk = clips[i:i + BATCH]
+            fe(torch.from_numpy(np.stack(chunk)), keys=[f"{path}:{i + j}" for j in range(len(chunk))])
+    return len(clips)
+
+
 def row_tight_ops(shards: list[str], workers: int) -> dict[str, Any]:
-    fe = _frontend()
-
     def run() -> Iterable[int]:
-        buf: list[np.ndarray] = []
-        with get_context("fork").Pool(workers) as pool, torch.no_grad():
-            for clips in pool.imap_unordered(_prepare_shard, shards):
-                buf += clips
-                while len(buf) >= BATCH:
-                    fe(torch.from_numpy(np.stack(buf[:BATCH])))
-                    buf = buf[BATCH:]
-                    yield BATCH
-    return _timed("(b) same ops, tight loop", run, f"{workers} processes decode+soxr+crop, log-mel+SpecAugment in main")
+        with get_context("fork").Pool(workers) as pool:
+            yield from pool.imap_unordered(_ops_shard, shards)
+    return _timed("(b) same ops, tight loop", run, f"{workers} processes: decode+soxr+crop+log-mel+SpecAugment per shard")
 
 
-def _ours(dataset: Path, workers: int, epochs: int = 1, persistent: bool = False) -> tuple[Callable, Any]:
+def _ours(dataset: Path, workers: int, epochs: int = 1, persistent: bool = False,
+          in_workers: bool = False) -> tuple[Callable, Any]:
     import wds_audio
 
-    loader = wds_audio.loader(str(dataset), batch_size=BATCH, sample_rate=SR, clip_seconds=SECONDS,
-                              num_workers=workers, seed=0, persistent_workers=persistent and workers > 0)
     fe = _frontend()
+    loader = wds_audio.loader(str(dataset), batch_size=BATCH, sample_rate=SR, clip_seconds=SECONDS,
+                              num_workers=workers, seed=0, persistent_workers=persistent and workers > 0,
+                              frontend=fe if in_workers else None)
 
     def run() -> Iterable[int]:
         with torch.no_grad():
             for e in range(epochs):
                 loader.set_epoch(e)
                 for b in loader:
-                    fe(b.audio, b.lengths, keys=b.keys)
+                    if not in_workers:
+                        fe(b.audio, b.lengths, keys=b.draw_keys)
                     yield len(b)
     return run, loader
 
 
-def row_ours(dataset: Path, workers: int) -> dict[str, Any]:
-    run, loader = _ours(dataset, workers)
-    row = _timed("(c) ours: wds_audio.loader + Frontend", run, f"num_workers={workers}, streams 8")
+def row_ours(dataset: Path, workers: int, in_workers: bool) -> dict[str, Any]:
+    run, loader = _ours(dataset, workers, in_workers=in_workers)
+    name = ("(c) ours, CPU setup: Frontend in the loader's workers" if in_workers else
+            "(c') ours, GPU setup run on CPU: Frontend in the main process")
+    row = _timed(name, run, f"num_workers={workers}, streams 8")
     row["consumer_wait_s"] = loader.metrics()["wait_s"]
     return row
 
@@ -182,7 +191,7 @@ def row_webdataset(shards: list[str], workers: int) -> dict[str, Any]:
 
 
 def rss_growth(dataset: Path, workers: int, epochs: int) -> dict[str, Any]:
-    run, _ = _ours(dataset, workers, epochs=epochs, persistent=True)
+    run, _ = _ours(dataset, workers, epochs=epochs, persistent=True, in_workers=True)
     per_epoch, seen, peak = [], 0, 0.0
     per = None
     for n in run():
@@ -224,7 +233,8 @@ def main() -> None:
         shards = [str(ds / s["path"]) for s in m["splits"]["train"]["shards"]]
         files = sorted((src / "audio").glob("*.flac"))
         print(f"{n} clips, {len(shards)} shards, {args.workers} workers, {len(os.sched_getaffinity(0))} CPUs", flush=True)
-        rows = [row_decode_only(shards, args.workers), row_tight_ops(shards, args.workers), row_ours(ds, args.workers),
+        rows = [row_decode_only(shards, args.workers), row_tight_ops(shards, args.workers),
+                row_ours(ds, args.workers, in_workers=True), row_ours(ds, args.workers, in_workers=False),
                 row_torchaudio(files, args.workers), row_webdataset(shards, args.workers)]
         try:
             from benchmarks.dali_rows import dali_rows
@@ -237,7 +247,7 @@ def main() -> None:
 
 
 def _report(rows: list[dict[str, Any]], growth: dict[str, Any], n: int, args: argparse.Namespace) -> None:
-    by = {r["name"][:3]: r for r in rows}
+    by = {r["name"].split(" ")[0]: r for r in rows}
     a, b, c, d = (by[k]["clips_per_s"] for k in ("(a)", "(b)", "(c)", "(d)"))
     checks = [("(c)/(b) >= 0.85", c / b, c / b >= 0.85), ("(c)/(d) >= 1.3", c / d, c / d >= 1.3),
               ("(c)/(a) (GPU target 0.9; CPU: for reference)", c / a, None),

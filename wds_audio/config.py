@@ -31,6 +31,9 @@ class LoaderConfig:
     loudness, loudness_db: "peak" / "rms" (dBFS) or "lufs" (BS.1770) normalization to the target.
     pcm_on_device: WAV shards only: the CPU slices int16 PCM and batches carry int16 audio;
         the Frontend converts on the device (no CPU resampling, trimming or loudness then).
+    frontend: a :class:`wds_audio.Frontend` to run inside the DataLoader workers, on the CPU,
+        for machines without a GPU: each batch then carries ``features`` (and mixed ``targets``),
+        computed in parallel by the workers instead of serially in the training process.
     """
 
     source: str
@@ -53,6 +56,7 @@ class LoaderConfig:
     loudness: str | None = None
     loudness_db: float = -23.0
     pcm_on_device: bool = False
+    frontend: Any = None
     pin_memory: bool | None = None
     prefetch_factor: int = 2
     persistent_workers: bool = False

@@ -551,6 +551,9 @@ def _unsupported(cfg: LoaderConfig) -> None:
         raise ValueError("pcm_on_device is a torch back end option; DALI decodes WAV itself")
     if cfg.loudness == "lufs":
         raise ValueError("loudness='lufs' (BS.1770 gating) is not available with backend='dali'; use 'peak' or 'rms'")
+    if cfg.frontend is not None:
+        raise ValueError("frontend= runs a torch Frontend in DataLoader workers; with backend='dali' use "
+                         "extra={'dali_features': DaliFeatures(...)}")
 
 
 class DaliLoader:

@@ -82,6 +82,7 @@ class Batch:
     index: int = -1
     stats: dict[str, Any] = field(default_factory=dict)
     repeats: list[str] = field(default_factory=list)
+    features: torch.Tensor | None = None  # set when the loader runs a Frontend in its workers
 
     @property
     def draw_keys(self) -> list[str]:
@@ -94,12 +95,14 @@ class Batch:
 
     def pin_memory(self) -> "Batch":
         return Batch(self.audio.pin_memory(), self.lengths.pin_memory(), self.targets.pin_memory(), self.keys,
-                     self.valid.pin_memory(), self.index, self.stats, self.repeats)
+                     self.valid.pin_memory(), self.index, self.stats, self.repeats,
+                     None if self.features is None else self.features.pin_memory())
 
     def to(self, device: str | torch.device, non_blocking: bool = False) -> "Batch":
         return Batch(self.audio.to(device, non_blocking=non_blocking), self.lengths.to(device, non_blocking=non_blocking),
                      self.targets.to(device, non_blocking=non_blocking), self.keys,
-                     self.valid.to(device, non_blocking=non_blocking), self.index, self.stats, self.repeats)
+                     self.valid.to(device, non_blocking=non_blocking), self.index, self.stats, self.repeats,
+                     None if self.features is None else self.features.to(device, non_blocking=non_blocking))
 
 
 # ---------------------------------------------------------------- reading tars
@@ -566,7 +569,12 @@ def _stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, epoch
     samples = skip_samples(samples, skip_batches * cfg.batch_size)
     samples = decode(samples, Shaper(cfg, catalog.num_classes, epoch), stats, cfg.on_error)
     window = cfg.clip_samples if (cfg.training or cfg.eval_crop == "center") else None
+    if cfg.frontend is not None:
+        cfg.frontend.set_epoch(epoch)
     for b in batches(samples, cfg.batch_size, plan.batches - skip_batches, window):
+        if cfg.frontend is not None:
+            with torch.no_grad():
+                b.features, b.targets = cfg.frontend(b)
         b.stats = stats.take()
         b.stats["source"] = source_delta.take(reader.metrics)
         if stage is not None:

@@ -101,3 +101,20 @@ def test_frontend_on_cuda_matches_cpu() -> None:
     x = torch.randn(4, 16000)
     fe = Frontend(sample_rate=16000, n_fft=512, hop_length=160, n_mels=64).eval()
     torch.testing.assert_close(fe.to("cuda")(x.cuda()).cpu(), fe.cpu()(x), atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_frontend_in_workers_equals_frontend_in_main(demo_shards: Path, workers: int) -> None:
+    """frontend= (CPU machines) computes in the workers exactly what the main process would."""
+    def fe() -> Frontend:
+        return Frontend(sample_rate=16000, n_fft=512, hop_length=160, n_mels=32, augment=[Gain(-6, 6, p=1.0)],
+                        specaugment=SpecAugment(time_masks=1, time_width=10, freq_masks=1, freq_width=4, p=1.0),
+                        mixup=Mixup(alpha=0.4, p=1.0)).train()
+    kw = dict(batch_size=8, sample_rate=16000, clip_seconds=1.0, seed=2)
+    inside = wds_audio.loader(str(demo_shards), num_workers=workers, frontend=fe(), **kw)
+    main, ref_fe = wds_audio.loader(str(demo_shards), **kw), fe()
+    for a, b in zip(inside, main):
+        x, t = ref_fe(b)
+        assert a.keys == b.keys and a.features is not None
+        torch.testing.assert_close(a.features, x)
+        torch.testing.assert_close(a.targets, t)
