@@ -19,6 +19,7 @@ import torchaudio.functional as AF
 from torch import nn
 
 AMIN = 1e-10
+CPU_CHUNK = 4
 
 
 def frames_for(num_samples: torch.Tensor | int, hop_length: int) -> torch.Tensor | int:
@@ -52,6 +53,10 @@ class LogMel(nn.Module):
         return spec.real.square() + spec.imag.square()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and x.dim() == 2 and x.shape[0] > CPU_CHUNK:
+            # On a CPU a (B, freq, frames) spectrogram of a whole batch falls out of cache; a few
+            # clips at a time is about 2x faster (measured: 64 x 5 s at 32 kHz). Same numbers.
+            return torch.cat([self.forward(x[i:i + CPU_CHUNK]) for i in range(0, x.shape[0], CPU_CHUNK)])
         mel = torch.matmul(self.power_spectrogram(x).transpose(-1, -2), self.fbanks.to(x.device)).transpose(-1, -2)
         if not self.log:
             return mel

@@ -565,7 +565,7 @@ def _stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, epoch
         samples = exactly(stage(samples, epoch=epoch, worker=rank * 1_000_003 + plan.stream), plan.samples)
     if cfg.training:
         rng = sample_rng(cfg.seed, epoch, f"rank{rank}-stream{plan.stream}", "shuffle")
-        samples = shuffle(samples, cfg.shuffle_buffer, rng, initial=min(cfg.shuffle_buffer, 2 * cfg.batch_size))
+        samples = shuffle(samples, cfg.shuffle_buffer, rng, initial=min(cfg.shuffle_buffer, cfg.batch_size))
     samples = skip_samples(samples, skip_batches * cfg.batch_size)
     samples = decode(samples, Shaper(cfg, catalog.num_classes, epoch), stats, cfg.on_error)
     window = cfg.clip_samples if (cfg.training or cfg.eval_crop == "center") else None
