@@ -185,9 +185,11 @@ def row_webdataset(shards: list[str], workers: int) -> dict[str, Any]:
     ds = _FileDataset([])
     pipe = (wds.WebDataset(shards, shardshuffle=len(shards), nodesplitter=wds.split_by_node,
                            workersplitter=wds.split_by_worker, empty_check=False)
-            .shuffle(256).map(lambda s: ds.transform(s["flac"])).batched(BATCH, partial=False))
+            .shuffle(256).map(lambda s: (ds.transform(s["flac"]),)).batched(BATCH, partial=False))
     dl = wds.WebLoader(pipe, batch_size=None, num_workers=workers)
-    return _timed("(e) plain webdataset pipeline", lambda: (len(b) for b in dl), f"num_workers={workers}")
+    # samples are 1-tuples: webdataset's collation then stacks them (a bare tensor would be zipped
+    # along its first axis, and len() would count mel bins instead of clips)
+    return _timed("(e) plain webdataset pipeline", lambda: (len(b[0]) for b in dl), f"num_workers={workers}")
 
 
 def rss_growth(dataset: Path, workers: int, epochs: int) -> dict[str, Any]:
