@@ -31,8 +31,12 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q -n $(JOBS)
 
-bench: $(STAMP)
+bench: $(STAMP)   # long: minutes each; results in benchmarks/results/
 	$(PY) benchmarks/pack.py
+	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/remote.py
+	$(PY) benchmarks/rebalance.py
+	$(PY) benchmarks/recipes.py
 
 clean:
 	rm -rf $(DEMO) $(DEMO)-src .pytest_cache
