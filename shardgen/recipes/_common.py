@@ -59,3 +59,12 @@ def summarize(problems: list[Problem], limit: int = 20) -> str:
     if len(problems) > limit:
         lines.append(f"  ... and {len(problems) - limit} more")
     return "\n".join(lines)
+
+
+def malformed(row: dict, columns: Iterable[str]) -> str | None:
+    """A csv.DictReader row with too many or too few fields, described; None when it is whole."""
+    columns = list(columns)
+    if None in row or any(row.get(c) is None for c in columns):
+        n = len([v for k, v in row.items() if k is not None and v is not None]) + len(row.get(None) or [])
+        return f"malformed row: {n} fields, expected {len(columns)} ({','.join(columns)})"
+    return None

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..records import Collection, Problem, Record, RecipeError, require_file, safe_key
-from ._common import read_csv, unlisted
+from ._common import malformed, read_csv, unlisted
 
 NAME = "esc50"
 DESCRIPTION = "ESC-50 (meta/esc50.csv + audio/): 50 classes or --subset esc10, 5 official folds, group = src_file"
@@ -108,9 +108,9 @@ def _hint(root: Path) -> str:
 
 def _row_problem(row: dict[str, Any], seen: dict[str, str], where: str) -> str | None:
     """Why a metadata row cannot be used, or None."""
-    if None in row or any(row.get(c) is None for c in COLUMNS):
-        n = len([v for k, v in row.items() if k is not None and v is not None]) + len(row.get(None) or [])
-        return f"malformed row: {n} fields, expected {len(COLUMNS)} ({','.join(COLUMNS)})"
+    problem = malformed(row, COLUMNS)
+    if problem:
+        return problem
     name = row["filename"]
     if not name:
         return "empty filename"

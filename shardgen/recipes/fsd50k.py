@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..records import Collection, Problem, Record, RecipeError, require_file, safe_key
-from ._common import read_csv, read_text, unlisted
+from ._common import malformed, read_csv, read_text, unlisted
 
 NAME = "fsd50k"
 DESCRIPTION = "FSD50K (FSD50K.ground_truth/ + FSD50K.{dev,eval}_audio/): 200 classes multi-label, train/valid/eval"
@@ -137,10 +137,9 @@ def _read_part(table: Path, rows: list[dict[str, Any]], audio: Path, audio_rel: 
 
 def _row_problem(row: dict[str, Any], part: str, index: dict[str, int], mids: list[str]) -> str | None:
     """Why a ground-truth row cannot be used, or None."""
-    columns = PARTS[part][2]
-    if None in row or any(row.get(c) is None for c in columns):
-        n = len([v for k, v in row.items() if k is not None and v is not None]) + len(row.get(None) or [])
-        return f"malformed row: {n} fields, expected {len(columns)} ({','.join(columns)})"
+    problem = malformed(row, PARTS[part][2])
+    if problem:
+        return problem
     if not row["fname"]:
         return "empty fname"
     names, row_mids = _split_list(row["labels"]), _split_list(row["mids"])

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..records import Collection, Problem, Record, RecipeError, require_file, safe_key
-from ._common import read_csv, unlisted
+from ._common import malformed, read_csv, unlisted
 
 NAME = "urbansound8k"
 DESCRIPTION = "UrbanSound8K (metadata/UrbanSound8K.csv + audio/fold1..10/): 10 classes, 10 folds, group = fsID"
@@ -97,9 +97,9 @@ def _number(text: str) -> float | None:
 
 def _row_problem(row: dict[str, Any], seen: dict[str, str], where: str) -> str | None:
     """Why a metadata row cannot be used, or None."""
-    if None in row or any(row.get(c) is None for c in COLUMNS):
-        n = len([v for k, v in row.items() if k is not None and v is not None]) + len(row.get(None) or [])
-        return f"malformed row: {n} fields, expected {len(COLUMNS)} ({','.join(COLUMNS)})"
+    problem = malformed(row, COLUMNS)
+    if problem:
+        return problem
     name = row["slice_file_name"]
     if not name:
         return "empty slice_file_name"
