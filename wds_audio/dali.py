@@ -590,7 +590,8 @@ class DaliLoader:
         self.noise = self._noise_shards()
         self.workdir = tempfile.mkdtemp(prefix="wds-dali-")
         self._cleanup = weakref.finalize(self, shutil.rmtree, self.workdir, True)
-        self.epoch, self.start = 0, 0
+        self.epoch, self.start = 0, 0  # start: batches of this epoch delivered so far (state_dict)
+        self._resume_at = 0  # where the next iteration begins: only load_state_dict sets it
         self._pending: str | None = None  # a DALI checkpoint from load_state_dict
         self._live: tuple[int, Any] | None = None  # (epoch, DALIGenericIterator) being consumed
         self._metrics = LoaderMetrics(cfg.max_reported_keys)
@@ -650,7 +651,7 @@ class DaliLoader:
         return self.plan(0).batches
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch, self.start, self._pending, self._live = epoch, 0, None, None
+        self.epoch, self.start, self._resume_at, self._pending, self._live = epoch, 0, 0, None, None
 
     # ---------------------------------------------------------------- the pipeline
 
@@ -812,7 +813,8 @@ class DaliLoader:
                                    last_batch_policy=LastBatchPolicy.FILL, auto_reset=False)
 
     def __iter__(self) -> Iterator[DaliBatch]:
-        epoch, start = self.epoch, self.start
+        epoch, start = self.epoch, self._resume_at  # an abandoned iteration does not shorten the next
+        self.start, self._resume_at = start, 0
         checkpoint = self._resume_checkpoint(epoch, start)
         plan = self.plan(epoch)
         inputs = self._inputs(plan)
@@ -882,4 +884,5 @@ class DaliLoader:
             if state[k] != have:
                 raise ValueError(f"checkpoint was taken with {k}={state[k]}, this loader has {have}: batches would differ")
         self.epoch, self.start = int(state["epoch"]), int(state["batches"])
+        self._resume_at = self.start
         self._pending, self._live = state.get("dali_checkpoint"), None

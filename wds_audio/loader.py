@@ -96,7 +96,8 @@ class AudioLoader:
         self.rank, self.world_size = dist_info(cfg)
         self.rebalance = self._rebalance_stage()
         self.dataset = _EpochDataset(cfg, self.catalog, self.rank, self.world_size, self.rebalance)
-        self.epoch, self.start = 0, 0
+        self.epoch, self.start = 0, 0  # start: batches of this epoch delivered so far (state_dict)
+        self._resume_at = 0  # where the next iteration begins: only load_state_dict sets it
         self._loader: DataLoader | None = None
         self._metrics = LoaderMetrics(cfg.max_reported_keys)
 
@@ -125,7 +126,7 @@ class AudioLoader:
         return self.plan(0).batches
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch, self.start = epoch, 0
+        self.epoch, self.start, self._resume_at = epoch, 0, 0
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "batches": self.start, "seed": self.cfg.seed, "rank": self.rank,
@@ -137,6 +138,7 @@ class AudioLoader:
                 raise ValueError(f"checkpoint was taken with {k}={state[k]}, this loader has "
                                  f"{getattr(self.cfg, k, self.world_size)}: batches would differ")
         self.epoch, self.start = int(state["epoch"]), int(state["batches"])
+        self._resume_at = self.start
 
     def _dataloader(self) -> DataLoader:
         if self._loader is None:
@@ -149,7 +151,10 @@ class AudioLoader:
         return self._loader
 
     def __iter__(self) -> Iterator[Batch]:
-        epoch, start = self.epoch, self.start
+        """One epoch from its start, or from the position a load_state_dict gave. An iteration
+        abandoned half way (a peek with next(iter(loader))) does not shorten the next one."""
+        epoch, start = self.epoch, self._resume_at
+        self.start, self._resume_at = start, 0
         self.dataset.state[0], self.dataset.state[1] = epoch, start
         total = self.plan(epoch).batches
         self._metrics.start()

@@ -412,3 +412,14 @@ def test_gpu_stage_equals_the_cpu_stage(demo_shards: Path, tones: Path, dataset:
 
 def _epoch_with_features(loader) -> list:
     return [b for b in loader]
+
+
+def test_dali_a_peek_does_not_shorten_the_epoch(demo_shards: Path) -> None:
+    """As the torch back end: an abandoned iteration does not shorten the next one."""
+    import wds_audio
+
+    kw = dict(split="valid", batch_size=4, sample_rate=16000, clip_seconds=None, training=False, backend="dali")
+    full = [b.keys for b in wds_audio.loader(str(demo_shards), **kw)]
+    loader = wds_audio.loader(str(demo_shards), **kw)
+    assert next(iter(loader)).keys == full[0]
+    assert [b.keys for b in loader] == full

@@ -337,3 +337,12 @@ def test_prefetch_factor_and_pin_memory_do_not_change_batches(demo_shards: Path)
     ref = _epoch(_load(demo_shards, num_workers=2))
     got = _epoch(_load(demo_shards, num_workers=2, prefetch_factor=4, pin_memory=torch.cuda.is_available()))
     assert _same(got, ref)
+
+
+def test_a_peek_does_not_shorten_the_epoch(demo_shards: Path) -> None:
+    """next(iter(loader)) then a full loop: the loop still gets the whole epoch (no silent loss)."""
+    loader = _load(demo_shards)
+    full = [b.keys for b in _load(demo_shards)]
+    peek = next(iter(loader))
+    assert peek.keys == full[0] and loader.state_dict()["batches"] == 1
+    assert [b.keys for b in loader] == full
