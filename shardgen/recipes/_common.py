@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from ..records import Problem, RecipeError
 
@@ -68,3 +69,24 @@ def malformed(row: dict, columns: Iterable[str]) -> str | None:
         n = len([v for k, v in row.items() if k is not None and v is not None]) + len(row.get(None) or [])
         return f"malformed row: {n} fields, expected {len(columns)} ({','.join(columns)})"
     return None
+
+
+def did_you_mean(root: Path, pattern: str) -> str | None:
+    """For a wrong root: "did you mean <child>?" when ``root/<child>/<pattern>`` exists (the user
+    pointed at the parent of the dataset folder), else None."""
+    root = Path(root)
+    below = sorted(root.glob(f"*/{pattern}")) if root.is_dir() else []
+    if not below:
+        return None
+    return f"did you mean {root / below[0].relative_to(root).parts[0]}?"
+
+
+def read_json(path: Path, kind: type = dict, what: str = "a JSON object") -> Any:
+    """A publisher's JSON file; RecipeError naming the file when it does not parse or is not ``kind``."""
+    try:
+        data = json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise RecipeError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(data, kind):
+        raise RecipeError(f"{path}: expected {what}, got {type(data).__name__}")
+    return data

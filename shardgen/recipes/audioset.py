@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from ..records import Collection, Problem, Record, RecipeError, require_file, safe_key
-from ._common import read_csv, read_text
+from ._common import did_you_mean, read_csv, read_text
 
 NAME = "audioset"
 DESCRIPTION = "AudioSet (class_labels_indices.csv + *_segments.csv + local clips by YTID): 527 classes multi-label"
@@ -278,7 +278,4 @@ def _choose_splits(meta: Path, root: Path, segments: str | list[str] | None,
 def _hint(root: Path, meta_dir: str | None) -> str:
     if meta_dir is None and (root / "metadata" / LABELS).is_file():
         return "found metadata/class_labels_indices.csv: add --meta-dir metadata"
-    below = next(iter(sorted(root.glob(f"*/{LABELS}"))), None) if root.is_dir() else None
-    if below is not None:
-        return f"did you mean {below.parent}?"
-    return "SRC must hold class_labels_indices.csv and the *_segments.csv files (or use --meta-dir)"
+    return did_you_mean(root, LABELS) or "SRC must hold class_labels_indices.csv and the *_segments.csv files (or use --meta-dir)"

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..records import Collection, Problem, Record, RecipeError, require_file, safe_key
-from ._common import malformed, read_csv, unlisted
+from ._common import did_you_mean, malformed, read_csv, unlisted
 
 NAME = "esc50"
 DESCRIPTION = "ESC-50 (meta/esc50.csv + audio/): 50 classes or --subset esc10, 5 official folds, group = src_file"
@@ -100,10 +100,7 @@ def load(root: Path, subset: str = "esc50") -> Collection:
 
 
 def _hint(root: Path) -> str:
-    below = next(iter(sorted(root.glob(f"*/{META}"))), None) if root.is_dir() else None
-    if below is not None:
-        return f"did you mean {below.parents[1]}?"
-    return "SRC must be the folder holding meta/ and audio/ (ESC-50-master)"
+    return did_you_mean(root, META) or "SRC must be the folder holding meta/ and audio/ (ESC-50-master)"
 
 
 def _row_problem(row: dict[str, Any], seen: dict[str, str], where: str) -> str | None:

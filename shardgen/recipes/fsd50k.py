@@ -26,12 +26,11 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 from pathlib import Path
 from typing import Any
 
 from ..records import Collection, Problem, Record, RecipeError, require_file, safe_key
-from ._common import malformed, read_csv, read_text, unlisted
+from ._common import did_you_mean, malformed, read_csv, read_json, read_text, unlisted
 
 NAME = "fsd50k"
 DESCRIPTION = "FSD50K (FSD50K.ground_truth/ + FSD50K.{dev,eval}_audio/): 200 classes multi-label, train/valid/eval"
@@ -165,17 +164,9 @@ def _clips_info(root: Path, part: str) -> dict[str, dict[str, Any]]:
     path = root / "FSD50K.metadata" / f"{part}_clips_info_FSD50K.json"
     if not path.is_file():
         return {}
-    try:
-        data = json.loads(read_text(path))
-    except json.JSONDecodeError as e:
-        raise RecipeError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(data, dict):
-        raise RecipeError(f"{path}: expected an object mapping fname to clip info")
+    data = read_json(path, dict, "an object mapping fname to clip info")
     return {str(k): v for k, v in data.items() if isinstance(v, dict)}
 
 
 def _hint(root: Path) -> str:
-    below = next(iter(sorted(root.glob(f"*/{VOCAB}"))), None) if root.is_dir() else None
-    if below is not None:
-        return f"did you mean {below.parents[1]}?"
-    return f"SRC must be the folder holding {GT}/, FSD50K.dev_audio/ and FSD50K.eval_audio/"
+    return did_you_mean(root, VOCAB) or f"SRC must be the folder holding {GT}/, FSD50K.dev_audio/ and FSD50K.eval_audio/"

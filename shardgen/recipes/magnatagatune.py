@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ..records import Collection, Problem, Record, RecipeError, require_file
-from ._common import read_text, unlisted
+from ._common import did_you_mean, read_text, unlisted
 
 NAME = "magnatagatune"
 DESCRIPTION = "MagnaTagATune (annotations_final.csv + mp3 folders 0-f): top-50/188 tags, dirs 0-b/c/d-f"
@@ -222,7 +222,4 @@ def _rel(path: Path, root: Path) -> str:
 
 
 def _hint(root: Path) -> str:
-    below = next(iter(sorted(root.glob(f"*/{TABLE}"))), None) if root.is_dir() else None
-    if below is not None:
-        return f"did you mean {below.parent}?"
-    return f"SRC must be the folder holding {TABLE} and the mp3 folders 0-9, a-f"
+    return did_you_mean(root, TABLE) or f"SRC must be the folder holding {TABLE} and the mp3 folders 0-9, a-f"

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from ..records import Collection, Problem, Record, RecipeError, require_file, safe_key
-from ._common import read_text
+from ._common import did_you_mean, read_text
 
 NAME = "mtg_jamendo"
 DESCRIPTION = "MTG-Jamendo (data/splits/split-N/*.tsv + audio/): top50/genre/instrument/moodtheme/all, group = artist"
@@ -167,9 +167,9 @@ def _audio_file(audio: Path, rel: str, present: set[str]) -> tuple[Path | None, 
 
 
 def _hint(root: Path, split_index: int) -> str:
-    below = next(iter(sorted(root.glob("*/data/splits"))), None) if root.is_dir() else None
-    if below is not None:
-        return f"did you mean {below.parents[1]}?"
+    hint = did_you_mean(root, "data/splits")
+    if hint:
+        return hint
     if (root / "data" / "splits").is_dir():
         return f"data/splits/ has {sorted(p.name for p in (root / 'data' / 'splits').iterdir())}; check --split-index"
     return f"SRC must be the mtg-jamendo-dataset folder holding data/splits/split-{split_index}/"

@@ -29,12 +29,11 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from ..records import Collection, Problem, Record, RecipeError, safe_key
-from ._common import read_text, unlisted
+from ._common import did_you_mean, read_json, unlisted
 
 NAME = "nsynth"
 DESCRIPTION = "NSynth (nsynth-*/examples.json + audio/): instrument family/source, pitch, instrument or qualities"
@@ -104,9 +103,9 @@ def load(root: Path, label: str = "instrument_family", qualities: bool = False) 
 
 
 def _hint(root: Path) -> str:
-    below = sorted(root.glob("*/nsynth-*/examples.json")) if root.is_dir() else []
-    if below:
-        return f"did you mean {below[0].parents[1]}?"
+    hint = did_you_mean(root, "nsynth-*/examples.json")
+    if hint:
+        return hint
     if (root / "examples.json").is_file():
         return f"SRC must be the folder holding {root.name}/, i.e. {root.parent}"
     return "SRC must be the folder into which the nsynth-*.jsonwav.tar.gz archives were unpacked"
@@ -115,12 +114,7 @@ def _hint(root: Path) -> str:
 def _checked_notes(path: Path, problems: list[Problem]) -> tuple[list[dict[str, Any]], list[str]]:
     """The entries of one examples.json that are complete and consistent, in note_str order,
     and the names of all its entries."""
-    try:
-        data = json.loads(read_text(path))
-    except json.JSONDecodeError as e:
-        raise RecipeError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(data, dict):
-        raise RecipeError(f"{path}: expected a JSON object of notes by note_str, got {type(data).__name__}")
+    data = read_json(path, dict, "a JSON object of notes by note_str")
     good = []
     for name in sorted(data):
         reason = _note_problem(name, data[name])

@@ -44,7 +44,7 @@ import numpy as np
 import soundfile as sf
 
 from ..records import Collection, Problem, Record, RecipeError, require_file, safe_key
-from ._common import read_text
+from ._common import did_you_mean, read_text
 
 NAME = "speech_commands"
 DESCRIPTION = "Speech Commands v0.02/v0.01: 35/30 words or --task kws12; list-file splits, group = speaker"
@@ -118,10 +118,7 @@ def load(root: Path, task: str = "words", version: str = "auto", silence_percent
 # ---------------------------------------------------------------- tree and lists
 
 def _hint(root: Path, name: str) -> str:
-    below = sorted(root.glob(f"*/{name}")) if root.is_dir() else []
-    if below:
-        return f"did you mean {below[0].parent}?"
-    return "SRC must be the unpacked speech_commands_v0.0x folder holding the word folders and list files"
+    return did_you_mean(root, name) or "SRC must be the unpacked speech_commands_v0.0x folder holding the word folders and list files"
 
 
 def word_folders(root: Path) -> dict[str, Path]:

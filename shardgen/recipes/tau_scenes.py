@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..records import Collection, Problem, Record, RecipeError, require_file, safe_key
-from ._common import read_csv, unlisted
+from ._common import did_you_mean, read_csv, unlisted
 
 NAME = "tau_scenes"
 DESCRIPTION = "TAU Urban Acoustic Scenes 2019 dev (meta.csv + evaluation_setup/fold1_*): 10 scenes, group = location"
@@ -112,10 +112,7 @@ def load(root: Path, eval_split: str = "test", unused_split: str | None = None) 
 
 
 def _hint(root: Path) -> str:
-    below = next(iter(sorted(root.glob(f"*/{META}"))), None) if root.is_dir() else None
-    if below is not None:
-        return f"did you mean {below.parent}?"
-    return "SRC must be TAU-urban-acoustic-scenes-2019-development/ holding meta.csv, evaluation_setup/ and audio/"
+    return did_you_mean(root, META) or "SRC must be TAU-urban-acoustic-scenes-2019-development/ holding meta.csv, evaluation_setup/ and audio/"
 
 
 def _read_meta(meta: Path, problems: list[Problem]) -> dict[str, _Clip]:
