@@ -29,7 +29,7 @@ from tqdm import tqdm
 from . import __version__
 from .encode import EncodeError, Encoded, encode_record
 from .records import Collection, Problem, Record
-from .tarfmt import FORMAT, index_of, member_info
+from .tarfmt import FORMAT, format_index, member_info, split_name
 
 FORMAT_VERSION = 1
 MANIFEST = "dataset.json"
@@ -99,12 +99,17 @@ class _Shard:
         self.tmp = self.path.with_name(f"{self.path.name}{TMP_MARK}{os.getpid()}")
         self.class_counts = [0] * self.num_classes
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.tmp, "wb")
+        self._file = _HashingFile(open(self.tmp, "wb"))
         self._tar = tarfile.open(fileobj=self._file, mode="w", format=FORMAT)
+        self._index: list[list[tuple[str, int, int, str]]] = []
 
     def add(self, members: list[tuple[str, bytes]], record: Record, duration: float) -> None:
+        entries = []
         for name, data in members:
             self._tar.addfile(member_info(name, len(data)), io.BytesIO(data))
+            data_offset = self._tar.offset - (len(data) + 511) // 512 * 512
+            entries.append((split_name(name)[1], data_offset, len(data), name))
+        self._index.append(entries)
         self.bytes_est += sample_bytes(members)
         self.samples += 1
         self.duration += duration
@@ -114,25 +119,45 @@ class _Shard:
 
     def finish(self) -> dict[str, Any]:
         self._tar.close()
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        data = self.tmp.read_bytes()
-        idx = self.path.with_suffix(".idx")
-        _atomic_write(idx, index_of(data).encode())
+        self._file.close()  # flushed and fsynced
+        # the index and checksum were kept while writing: the shard is never read back
+        _atomic_write(self.path.with_suffix(".idx"), format_index(self._index).encode())
         os.replace(self.tmp, self.path)  # the tar appears only once complete, after its index
         return {
             "path": self.rel, "index": self.rel[:-4] + ".idx", "split": self.split, "fold": self.fold,
-            "group": self.group, "samples": self.samples, "bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(), "duration": round(self.duration, 3),
+            "group": self.group, "samples": self.samples, "bytes": self._file.size,
+            "sha256": self._file.sha.hexdigest(), "duration": round(self.duration, 3),
             "class_counts": self.class_counts, "first_key": self.keys[0] if self.keys else None,
             "last_key": self.keys[-1] if self.keys else None, "consumed": self.consumed,
             "skipped": [p.to_json() for p in self.skipped],
         }
 
     def abort(self) -> None:
-        self._file.close()
+        try:
+            self._file.f.close()  # no flush/fsync: on a full disk they would fail again
+        except OSError:
+            pass
         self.tmp.unlink(missing_ok=True)
+
+
+class _HashingFile:
+    """A write-only file that keeps the sha256 and size of what went through it."""
+
+    def __init__(self, f: Any) -> None:
+        self.f, self.sha, self.size = f, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        return self.f.write(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def close(self) -> None:
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
 
 
 def sample_bytes(members: list[tuple[str, bytes]]) -> int:
