@@ -16,8 +16,8 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from .verify import _samples
-from .writer import MANIFEST, _atomic_write
+from .verify import read_samples
+from .writer import MANIFEST, atomic_write
 
 
 def class_table(manifest: dict[str, Any]) -> str:
@@ -67,7 +67,7 @@ def feature_stats(base: Path, manifest: dict[str, Any], split: str, n_mels: int,
     shards = manifest["splits"][split]["shards"]
     bar = tqdm(total=sum(s["samples"] for s in shards), desc=f"stats {split}", unit="clip")
     for shard in shards:
-        for key, members in _samples((base / shard["path"]).read_bytes()):
+        for key, members in read_samples((base / shard["path"]).read_bytes()):
             audio = next(members[e] for e in ("flac", "wav", "ogg") if e in members)
             x, _ = sf.read(io.BytesIO(audio), dtype="float32", always_2d=True)
             durations.append(len(x) / sr)
@@ -111,7 +111,7 @@ def run_stats(args: argparse.Namespace) -> int:
                                      args.max_clips)
     print(duration_summary(durations))
     manifest["feature_stats"] = stats
-    _atomic_write(base / MANIFEST, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+    atomic_write(base / MANIFEST, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
     print(f"log-mel statistics ({stats['n_mels']} bins, {stats['frames']} frames of {args.split!r}) "
           f"written to {base / MANIFEST}")
     return 0

@@ -30,7 +30,7 @@ def _read(base: str, rel: str) -> bytes:
     return read_bytes(base.rstrip("/") + "/" + rel)
 
 
-def _samples(data: bytes) -> list[tuple[str, dict[str, bytes]]]:
+def read_samples(data: bytes) -> list[tuple[str, dict[str, bytes]]]:
     """(key, {ext: bytes}) in tar order; raises tarfile.TarError on a damaged tar."""
     out: list[tuple[str, dict[str, bytes]]] = []
     with tarfile.open(fileobj=io.BytesIO(data), mode="r|") as tf:
@@ -98,7 +98,7 @@ def check_shard(base: str, shard: dict[str, Any], manifest: dict[str, Any], deco
     if hashlib.sha256(data).hexdigest() != shard["sha256"]:
         problems.append(f"{rel}: sha256 mismatch (content changed or damaged)")
     try:
-        samples = _samples(data)
+        samples = read_samples(data)
     except (tarfile.TarError, EOFError, OSError) as e:
         return problems + [f"{rel}: not a complete tar ({e})"]
     if len(samples) != shard["samples"]:

@@ -121,7 +121,7 @@ class _Shard:
         self._tar.close()
         self._file.close()  # flushed and fsynced
         # the index and checksum were kept while writing: the shard is never read back
-        _atomic_write(self.path.with_suffix(".idx"), format_index(self._index).encode())
+        atomic_write(self.path.with_suffix(".idx"), format_index(self._index).encode())
         os.replace(self.tmp, self.path)  # the tar appears only once complete, after its index
         return {
             "path": self.rel, "index": self.rel[:-4] + ".idx", "split": self.split, "fold": self.fold,
@@ -164,7 +164,7 @@ def sample_bytes(members: list[tuple[str, bytes]]) -> int:
     return sum(512 + (len(d) + 511) // 512 * 512 for _, d in members)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
     with open(tmp, "wb") as f:
         f.write(data)
@@ -361,7 +361,7 @@ def pack(collection: Collection, out: str | Path, opts: PackOptions | None = Non
     for shard in shards_meta:
         problems.extend(Problem(**p) for p in shard.get("skipped", []))
     manifest = build_manifest(collection, opts, shards_meta, problems)
-    _atomic_write(out / MANIFEST, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+    atomic_write(out / MANIFEST, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
     (out / JOURNAL).unlink(missing_ok=True)
     result.manifest, result.problems = manifest, problems
     result.seconds = time.perf_counter() - t0

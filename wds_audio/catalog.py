@@ -61,7 +61,7 @@ class Catalog:
             return None
         return [sum(col) for col in zip(*(s.class_counts for s in self.shards))] if self.shards else None
 
-    def split_urls(self, split: str) -> list[Shard]:
+    def shards_of(self, split: str) -> list[Shard]:
         """Shards of another split of the same dataset (e.g. the ``noise`` split)."""
         return _select(self.manifest, self.base, split, None)
 

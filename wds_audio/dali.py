@@ -628,7 +628,7 @@ class DaliLoader:
             return {}
         if not self.catalog.manifest:
             raise ValueError("DaliNoise reads a noise split of the dataset: it needs a source with dataset.json")
-        shards = [s for s in self.catalog.split_urls(self.features.noise.split) if s.samples > 0]
+        shards = [s for s in self.catalog.shards_of(self.features.noise.split) if s.samples > 0]
         if not shards:
             raise ValueError(f"{self.cfg.source}: split {self.features.noise.split!r} holds no noise clip")
         args: dict[str, Any] = {"paths": [_local_path(s.url) for s in shards]}

@@ -12,7 +12,6 @@ Example:
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torchaudio.functional as AF
@@ -94,6 +93,3 @@ def frame_mask(lengths: torch.Tensor, hop_length: int, num_frames: int) -> torch
     n = frames_for(lengths, hop_length).clamp(max=num_frames)
     return torch.arange(num_frames, device=lengths.device)[None, :] < n[:, None]
 
-
-def db_to_amplitude(db: float) -> float:
-    return math.pow(10.0, db / 20.0)

@@ -41,7 +41,7 @@ def run_streams(cfg: LoaderConfig, catalog: Catalog, plan: EpochPlan, streams: l
     k = len(plan.streams)
     gens, counts = {}, {}
     for s in streams:
-        done = len(range(s, start, k)) if start > s else 0  # batches of stream s before `start`
+        done = len(range(s, start, k))  # batches of stream s before global batch `start`
         sp = plan.streams[s]
         gens[s] = stream_batches(cfg, catalog, sp, epoch=plan.epoch, rank=plan.rank, skip_batches=done,
                                  rebalance=rebalance)

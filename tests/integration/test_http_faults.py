@@ -16,29 +16,11 @@ import pytest
 from wds_audio.sources import SourceError, SourceMetrics, SourceOptions, fetch_shard, open_shard, prefetch, read_bytes
 
 from .faultserver import Fault, FaultServer
+from .shards import shards, tar_keys
 
 pytestmark = pytest.mark.integration
 
 OPTS = SourceOptions(timeout_s=0.5, retries=3, backoff_s=0.01, max_backoff_s=0.05)
-
-
-def shards(root: Path) -> list[dict[str, Any]]:
-    manifest = json.loads((root / "dataset.json").read_text())
-    return [s for split in manifest["splits"].values() for s in split["shards"]]
-
-
-def tar_keys(f: BinaryIO) -> list[str]:
-    keys: list[str] = []
-    with tarfile.open(fileobj=f, mode="r|") as tf:
-        for m in tf:
-            if not m.isreg():
-                continue
-            data = tf.extractfile(m).read()  # type: ignore[union-attr]
-            assert len(data) == m.size
-            key = m.name.split(".", 1)[0]
-            if not keys or keys[-1] != key:
-                keys.append(key)
-    return keys
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
-import tarfile
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
@@ -16,26 +15,12 @@ from wds_audio.sources import SourceError, SourceMetrics, SourceOptions, fetch_s
 
 from .conftest import S3, s3_env
 from .faultserver import Fault, FaultServer
+from .shards import shards, tar_keys
 
 pytestmark = pytest.mark.integration
 
 # Small chunks: every shard takes many ranged GETs, so the stitching of ranges is exercised.
 OPTS = SourceOptions(timeout_s=0.5, retries=3, backoff_s=0.01, max_backoff_s=0.05, chunk_bytes=64 << 10)
-
-
-def shards(root: Path) -> list[dict[str, Any]]:
-    manifest = json.loads((root / "dataset.json").read_text())
-    return [s for split in manifest["splits"].values() for s in split["shards"]]
-
-
-def tar_keys(f: BinaryIO) -> list[str]:
-    keys: list[str] = []
-    with tarfile.open(fileobj=f, mode="r|") as tf:
-        for m in tf:
-            key = m.name.split(".", 1)[0]
-            if m.isreg() and (not keys or keys[-1] != key):
-                keys.append(key)
-    return keys
 
 
 def local_keys(root: Path, rel: str) -> list[str]:
