@@ -575,6 +575,8 @@ def _stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, epoch
         if cfg.frontend is not None:
             with torch.no_grad():
                 b.features, b.targets = cfg.frontend(b)
+            if not cfg.keep_audio:
+                b.audio = b.audio.new_empty((len(b), 0))  # a new tensor: a view would still ship the storage
         b.stats = stats.take()
         b.stats["source"] = source_delta.take(reader.metrics)
         if stage is not None:

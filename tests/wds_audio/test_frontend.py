@@ -116,5 +116,15 @@ def test_frontend_in_workers_equals_frontend_in_main(demo_shards: Path, workers:
     for a, b in zip(inside, main):
         x, t = ref_fe(b)
         assert a.keys == b.keys and a.features is not None
+        assert a.audio.shape == (len(b), 0)  # not shipped back unless asked for
         torch.testing.assert_close(a.features, x)
         torch.testing.assert_close(a.targets, t)
+
+
+def test_frontend_in_workers_returns_audio_when_asked(demo_shards: Path) -> None:
+    kw = dict(batch_size=8, sample_rate=16000, clip_seconds=1.0, seed=2)
+    fe = Frontend(sample_rate=16000, n_fft=512, hop_length=160, n_mels=32).eval()
+    both = wds_audio.loader(str(demo_shards), frontend=fe, return_audio=True, **kw)
+    for a, b in zip(both, wds_audio.loader(str(demo_shards), **kw)):
+        torch.testing.assert_close(a.audio, b.audio, rtol=0, atol=0)
+        torch.testing.assert_close(a.features, fe(b.audio, b.lengths))
