@@ -34,6 +34,10 @@ class LoaderConfig:
     frontend: a :class:`wds_audio.Frontend` to run inside the DataLoader workers, on the CPU,
         for machines without a GPU: each batch then carries ``features`` (and mixed ``targets``),
         computed in parallel by the workers instead of serially in the training process.
+    decode_threads: samples a DataLoader worker decodes and resamples at once, on threads
+        (libsndfile and soxr release the GIL). Default: CPUs / num_workers, at least 1 (with
+        num_workers=0: 1). Worker 0
+        makes an epoch's first batch with every CPU while the other workers wait for it.
     return_audio: whether batches carry the waveforms. Default: yes, except with ``frontend``,
         where ``audio`` is an empty (B, 0) tensor unless asked for: handing a batch of 64 x 5 s
         at 32 kHz (41 MB) from a worker to the training process costs ~50 ms of shared-memory
@@ -62,6 +66,7 @@ class LoaderConfig:
     pcm_on_device: bool = False
     frontend: Any = None
     return_audio: bool | None = None
+    decode_threads: int | None = None
     pin_memory: bool | None = None
     prefetch_factor: int = 2
     persistent_workers: bool = False
@@ -87,6 +92,8 @@ class LoaderConfig:
             raise ValueError("eval_crop='center' needs clip_seconds")
         if self.loudness is not None and self.loudness not in MODES:
             raise ValueError(f"loudness must be one of {MODES} or None, got {self.loudness!r}")
+        if self.decode_threads is not None and self.decode_threads < 1:
+            raise ValueError(f"decode_threads must be >= 1 or None, got {self.decode_threads}")
         if self.num_workers < 0 or self.streams < 1 or self.shuffle_buffer < 1:
             raise ValueError("num_workers must be >= 0, streams and shuffle_buffer >= 1")
         if self.pcm_on_device and (self.trim_db is not None or self.loudness is not None):

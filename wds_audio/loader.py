@@ -24,6 +24,7 @@ from .plan import EpochPlan, plan_epoch
 from .rng import seed_of
 from .metrics import LoaderMetrics
 from .stream import Batch, stream_batches
+from .threads import EpochStart, cpu_count
 
 
 def dist_info(cfg: LoaderConfig) -> tuple[int, int]:
@@ -36,22 +37,30 @@ def dist_info(cfg: LoaderConfig) -> tuple[int, int]:
 
 
 def run_streams(cfg: LoaderConfig, catalog: Catalog, plan: EpochPlan, streams: list[int], start: int,
-                rebalance: Any = None) -> Iterator[Batch]:
-    """Batches of ``streams`` in the rank's global order, from global batch ``start`` on."""
+                rebalance: Any = None, threads: int = 1, begin: EpochStart | None = None) -> Iterator[Batch]:
+    """Batches of ``streams`` in the rank's global order, from global batch ``start`` on.
+
+    ``threads``: samples shaped at once per stream; ``begin``: how this worker starts (see
+    :class:`~wds_audio.threads.EpochStart`)."""
+    begin = begin or EpochStart()
     k = len(plan.streams)
-    gens, counts = {}, {}
-    for s in streams:
-        done = len(range(s, start, k))  # batches of stream s before global batch `start`
-        sp = plan.streams[s]
-        gens[s] = stream_batches(cfg, catalog, sp, epoch=plan.epoch, rank=plan.rank, skip_batches=done,
-                                 rebalance=rebalance)
-        counts[s] = done
+    done = {s: len(range(s, start, k)) for s in streams}  # batches of stream s before global batch `start`
+    left = [(done[s] * k + s, s) for s in streams if done[s] < plan.streams[s].batches]
+    first = min(left)[1] if left else None  # the stream of this worker's first batch
+    gens = {s: stream_batches(cfg, catalog, plan.streams[s], epoch=plan.epoch, rank=plan.rank, skip_batches=done[s],
+                              rebalance=rebalance, threads=threads,
+                              first_threads=begin.first_threads() if s == first else threads)
+            for s in streams}
+    counts = dict(done)
+    begin.wait()  # the streams above have started fetching; shaping waits for the lead's first batch
     for rnd in range(max((sp.batches for sp in plan.streams), default=0)):
         for s in streams:
             if counts[s] == rnd and rnd < plan.streams[s].batches:
                 b = next(gens[s])
                 b.index = rnd * k + s
                 counts[s] += 1
+                if s == first and counts[s] == done[s] + 1:
+                    begin.done()
                 yield b
 
 
@@ -60,7 +69,8 @@ class _EpochDataset(IterableDataset):
 
     def __init__(self, cfg: LoaderConfig, catalog: Catalog, rank: int, world: int, rebalance: Any) -> None:
         self.cfg, self.catalog, self.rank, self.world, self.rebalance = cfg, catalog, rank, world, rebalance
-        self.state = torch.zeros(2, dtype=torch.int64).share_memory_()  # epoch, start batch (seen by persistent workers)
+        # epoch, start batch, first batch out (seen by persistent workers)
+        self.state = torch.zeros(3, dtype=torch.int64).share_memory_()
 
     def plan(self, epoch: int) -> EpochPlan:
         return plan_epoch([s.samples for s in self.catalog.shards], batch_size=self.cfg.batch_size, seed=self.cfg.seed,
@@ -70,10 +80,18 @@ class _EpochDataset(IterableDataset):
     def __iter__(self) -> Iterator[Batch]:
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
-        epoch, start = (int(v) for v in self.state.tolist())
+        epoch, start, _ = (int(v) for v in self.state.tolist())
         plan = self.plan(epoch)
         mine = [s for s in range(len(plan.streams)) if s % nw == wid]
-        return run_streams(self.cfg, self.catalog, plan, mine, start, self.rebalance)
+        threads, begin = self.cfg.decode_threads or 1, EpochStart()  # the training process: 1 unless asked
+        if info is not None:
+            cpus = cpu_count()
+            threads = self.cfg.decode_threads or max(1, cpus // nw)
+            # worker 0 is asked first: when it holds batch `start`, it makes it with every core
+            lead = (start % len(plan.streams)) % nw == 0
+            begin = EpochStart(self.state[2:], lead=lead and wid == 0, gated=lead and wid != 0,
+                               threads=max(threads, cpus))
+        return run_streams(self.cfg, self.catalog, plan, mine, start, self.rebalance, threads, begin)
 
 
 def _worker_init(worker_id: int) -> None:
@@ -155,7 +173,7 @@ class AudioLoader:
         abandoned half way (a peek with next(iter(loader))) does not shorten the next one."""
         epoch, start = self.epoch, self._resume_at
         self.start, self._resume_at = start, 0
-        self.dataset.state[0], self.dataset.state[1] = epoch, start
+        self.dataset.state[0], self.dataset.state[1], self.dataset.state[2] = epoch, start, 0
         total = self.plan(epoch).batches
         self._metrics.start()
         pending: dict[int, Batch] = {}

@@ -18,6 +18,7 @@ import logging
 import tarfile
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, BinaryIO, Callable, Iterator
 
 import numpy as np
@@ -30,6 +31,7 @@ from .config import LoaderConfig
 from .loudness import normalize
 from .plan import Slice, StreamPlan
 from .rng import sample_rng
+from .threads import ordered_map
 
 log = logging.getLogger(__name__)
 AUDIO_EXTS = ("flac", "wav", "ogg", "mp3")
@@ -455,21 +457,29 @@ class Shaper:
                 "repeat": occurrence(sample)}
 
 
-def decode(samples: Iterator[Sample], shaper: Shaper, stats: StreamStats, on_error: str) -> Iterator[Sample]:
-    """Shape every sample; a failure becomes a fill-in in the same position (see module docstring)."""
+def decode(samples: Iterator[Sample], shaper: Shaper, stats: StreamStats, on_error: str,
+           width: Callable[[int], int] = lambda i: 1) -> Iterator[Sample]:
+    """Shape every sample, ``width(i)`` at a time on threads (results in order); a failure becomes
+    a fill-in in the same position (see module docstring)."""
     last: Sample | None = None
-    for sample in samples:
-        try:
-            if "__failed__" in sample:
-                raise SampleError(sample["__failed__"], "")  # already counted by the reader
-            out = shaper(sample)
-            last = out
-        except SampleError as e:
-            if str(e):
-                stats.skip(e.reason, sample["__key__"], str(e), on_error, repeat=sample.get("__rep__", 0) > 0)
+    for sample, out in ordered_map(samples, partial(_shape, shaper), width):
+        if isinstance(out, SampleError):
+            if str(out):
+                stats.skip(out.reason, sample["__key__"], str(out), on_error, repeat=sample.get("__rep__", 0) > 0)
             out = _fill_in(last, shaper, sample["__key__"])
+        else:
+            last = out
         stats.samples += 1
         yield out
+
+
+def _shape(shaper: Shaper, sample: Sample) -> tuple[Sample, Sample | SampleError]:
+    if "__failed__" in sample:
+        return sample, SampleError(sample["__failed__"], "")  # already counted by the reader
+    try:
+        return sample, shaper(sample)
+    except SampleError as e:
+        return sample, e
 
 
 def _fill_in(last: Sample | None, shaper: Shaper, key: str) -> Sample:
@@ -548,15 +558,20 @@ def skip_samples(samples: Iterator[Sample], n: int) -> Iterator[Sample]:
 
 
 def stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, *, epoch: int, rank: int,
-                   skip_batches: int = 0, rebalance: Callable | None = None, worker: int = 0) -> Iterator[Batch]:
-    """The batches of one planned stream: the whole CPU pipeline for it. Reading starts now."""
+                   skip_batches: int = 0, rebalance: Callable | None = None, worker: int = 0,
+                   threads: int = 1, first_threads: int = 1) -> Iterator[Batch]:
+    """The batches of one planned stream: the whole CPU pipeline for it. Reading starts now.
+
+    ``threads`` samples are shaped at once (``first_threads`` for the first batch). Torch's own
+    thread count is left alone: raising it in a forked worker can deadlock OpenMP."""
     reader = ShardReader(catalog, cfg.source_options)
     return _stream_batches(cfg, catalog, plan, epoch, rank, skip_batches, rebalance, reader,
-                           opened(reader, plan.slices))
+                           opened(reader, plan.slices), (threads, first_threads))
 
 
 def _stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, epoch: int, rank: int, skip_batches: int,
-                    rebalance: Callable | None, reader: ShardReader, slices: Iterator[tuple[Slice, Any]]) -> Iterator[Batch]:
+                    rebalance: Callable | None, reader: ShardReader, slices: Iterator[tuple[Slice, Any]],
+                    threads: tuple[int, int] = (1, 1)) -> Iterator[Batch]:
     stats = StreamStats(max_keys=cfg.max_reported_keys)
     source_delta = _Delta()
     samples: Iterator[Sample] = read_stream(reader, plan, stats, cfg.on_error, slices)
@@ -567,7 +582,9 @@ def _stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, epoch
         rng = sample_rng(cfg.seed, epoch, f"rank{rank}-stream{plan.stream}", "shuffle")
         samples = shuffle(samples, cfg.shuffle_buffer, rng, initial=min(cfg.shuffle_buffer, cfg.batch_size))
     samples = skip_samples(samples, skip_batches * cfg.batch_size)
-    samples = decode(samples, Shaper(cfg, catalog.num_classes, epoch), stats, cfg.on_error)
+    steady, first = threads
+    samples = decode(samples, Shaper(cfg, catalog.num_classes, epoch), stats, cfg.on_error,
+                     lambda i: first if i < cfg.batch_size else steady)
     window = cfg.clip_samples if (cfg.training or cfg.eval_crop == "center") else None
     if cfg.frontend is not None:
         cfg.frontend.set_epoch(epoch)

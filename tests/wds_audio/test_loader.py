@@ -344,3 +344,34 @@ def test_a_peek_does_not_shorten_the_epoch(demo_shards: Path) -> None:
     peek = next(iter(loader))
     assert peek.keys == full[0] and loader.state_dict()["batches"] == 1
     assert [b.keys for b in loader] == full
+
+
+@pytest.mark.parametrize("workers,threads", [(0, 3), (1, 3), (2, 2)])
+def test_decode_threads_do_not_change_batches_even_with_bad_clips(damaged, workers: int, threads: int) -> None:
+    """Samples shaped on threads come back in order: same batches, same fill-ins, same counts."""
+    src, _, _ = damaged
+    ref_loader = _load(src, num_workers=0, decode_threads=1)
+    ref = _epoch(ref_loader)
+    got_loader = _load(src, num_workers=workers, decode_threads=threads)
+    assert _same(_epoch(got_loader), ref)
+    assert got_loader.metrics()["skipped"] == ref_loader.metrics()["skipped"] == {"decode_error": 1, "no_audio": 1}
+
+
+def test_first_batch_lead_and_gated_workers_give_the_same_epoch_after_resume(demo_shards: Path) -> None:
+    """Worker 0 makes the first batch alone only when it holds it; a resume starting at a batch of
+    worker 1 must not wait for a lead that never comes (the test would take 5 s per epoch)."""
+    import time
+
+    full = _epoch(_load(demo_shards, num_workers=2))
+    for at in (3, 4):  # batch 3 is stream 3 (worker 1), batch 4 is stream 4 (worker 0)
+        loader = _load(demo_shards, num_workers=2)
+        loader.load_state_dict({**loader.state_dict(), "batches": at})
+        t0 = time.perf_counter()
+        rest = _epoch(loader)
+        assert _same(rest, full[at:])
+        assert time.perf_counter() - t0 < 4.5
+
+
+def test_decode_threads_must_be_positive(demo_shards: Path) -> None:
+    with pytest.raises(ValueError, match="decode_threads"):
+        _load(demo_shards, decode_threads=0)

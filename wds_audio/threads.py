@@ -1,0 +1,105 @@
+"""Threads inside one loader process: an ordered map over a shared pool, and a start-of-epoch policy.
+
+Decoding (libsndfile), resampling (soxr) and the torch feature ops release the GIL, so a few
+threads in one DataLoader worker use a few cores. Results always come back in input order, so
+threading never changes a batch.
+
+Example:
+    >>> list(ordered_map(range(5), lambda x: x * x, width=lambda i: 2))
+    [0, 1, 4, 9, 16]
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, TypeVar
+
+import torch
+
+T = TypeVar("T")
+R = TypeVar("R")
+MAX_THREADS = 8
+_POOLS: dict[int, ThreadPoolExecutor] = {}  # pid -> pool: a forked worker must not use its parent's threads
+_LOCK = threading.Lock()
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (its affinity mask, not the machine's core count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _pool() -> ThreadPoolExecutor:
+    with _LOCK:
+        pid = os.getpid()
+        if pid not in _POOLS:
+            _POOLS[pid] = ThreadPoolExecutor(MAX_THREADS, thread_name_prefix="wds-audio-decode")
+        return _POOLS[pid]
+
+
+def ordered_map(items: Iterable[T], fn: Callable[[T], R], width: Callable[[int], int]) -> Iterator[R]:
+    """``fn(item)`` for each item, in order, with up to ``width(i)`` calls in flight when item ``i``
+    is next to be returned (1: called inline, no thread). Exceptions surface at their item."""
+    pending: deque[Future] = deque()
+    it, done, exhausted = iter(items), 0, False
+    while True:
+        w = max(1, min(width(done), MAX_THREADS))
+        if w == 1 and not pending:
+            item = next(it, _END)
+            if item is _END:
+                return
+            done += 1
+            yield fn(item)  # type: ignore[arg-type]
+            continue
+        while not exhausted and len(pending) < w:
+            item = next(it, _END)
+            if item is _END:
+                exhausted = True
+                break
+            pending.append(_pool().submit(fn, item))  # type: ignore[arg-type]
+        if not pending:
+            return
+        done += 1
+        yield pending.popleft().result()
+
+
+_END = object()
+
+
+@dataclass
+class EpochStart:
+    """How the workers start an epoch (or a resumed one).
+
+    The trainer waits for one batch: the first. When DataLoader worker 0 (the one it asks first)
+    makes that batch, it does so with ``threads`` threads while the other workers hold back for
+    up to ``max_wait_s``, so every core works on the batch being waited for instead of each worker
+    making its own first batch at once. ``flag`` (shared memory) is raised when it is out.
+    """
+
+    flag: torch.Tensor | None = None
+    lead: bool = False
+    gated: bool = False  # True in the workers other than the lead
+    threads: int = 1
+    max_wait_s: float = 5.0
+
+    def wait(self) -> None:
+        """A gated worker: hold back until the lead's first batch is out (or the time cap)."""
+        if not self.gated or self.flag is None:
+            return
+        end = time.monotonic() + self.max_wait_s
+        while not int(self.flag[0]) and time.monotonic() < end:
+            time.sleep(0.005)
+
+    def done(self) -> None:
+        if self.lead and self.flag is not None:
+            self.flag[0] = 1
+
+    def first_threads(self) -> int:
+        return self.threads if self.lead else 1
+
