@@ -42,6 +42,7 @@ from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 log = logging.getLogger(__name__)
 
 REMOTE = frozenset({"http", "https", "s3", "gs", "gcs"})
+READ_STEP = 1 << 20  # most bytes one read of a response body asks for
 
 
 @dataclass
@@ -57,6 +58,9 @@ class SourceOptions:
         (None: no cache; cache_bytes None: no size limit).
     prefetch: slices (ranged reads) kept in flight ahead of the one being read, on a small thread
         pool, in order (0: none). Hides per-request latency of remote stores.
+    prefetch_bytes: memory one stream may hold in prefetched slices: a slice larger than
+        ``prefetch_bytes / prefetch`` is opened ahead (its latency hidden) and then streamed,
+        not downloaded whole.
     verify_local: also check local files against their sha256 (remote ones always are).
     stale_tmp_s: cache temporaries untouched this long are left over from a killed run.
     """
@@ -68,7 +72,8 @@ class SourceOptions:
     chunk_bytes: int = 4 << 20
     cache_dir: str | None = None
     cache_bytes: int | None = None
-    prefetch: int = 1
+    prefetch: int = 4
+    prefetch_bytes: int = 64 << 20
     verify_local: bool = False
     stale_tmp_s: float = 1800.0
 
@@ -300,6 +305,7 @@ class _Want:
 
 class _Body(Protocol):
     def read(self, n: int) -> bytes: ...
+    def readinto(self, b: memoryview) -> int: ...
     def close(self) -> None: ...
 
 
@@ -366,15 +372,20 @@ class _RangeBody:
         self.fs, self.path, self.pos, self.stop, self.chunk = fs, path, start, stop, chunk
         self.buf = memoryview(b"")
 
-    def read(self, n: int) -> bytes:
+    def readinto(self, view: memoryview) -> int:
         if not self.buf:
             if self.pos >= self.stop:
-                return b""
+                return 0
             data = self.fs.cat_file(self.path, start=self.pos, end=min(self.pos + self.chunk, self.stop))
             self.pos += len(data)
             self.buf = memoryview(data)
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return bytes(out)
+        n = min(len(view), len(self.buf))
+        view[:n], self.buf = self.buf[:n], self.buf[n:]
+        return n
+
+    def read(self, n: int) -> bytes:
+        out = bytearray(n)
+        return bytes(out[: self.readinto(memoryview(out))])
 
     def close(self) -> None:
         self.buf = memoryview(b"")
@@ -503,19 +514,24 @@ class _ResumingStream(io.RawIOBase):
         assert self._body is not None
         stop = self._stop
         want = len(view) if stop is None else min(len(view), stop - self._pos)
-        # read1: whatever has arrived, so bytes received before a drop count as progress
-        data = getattr(self._body, "read1", self._body.read)(want)
-        if not data:
+        want = min(want, READ_STEP)
+        if hasattr(self._body, "read1"):
+            # HTTP: read1 returns what has arrived, so bytes received before a stall or a drop
+            # count as progress (readinto would wait to fill the buffer and lose them on a timeout)
+            data = self._body.read1(want)
+            n = len(data)
+            view[:n] = data
+        else:  # a ranged-GET body: straight into the caller's buffer
+            n = self._body.readinto(view[:want])
+        if not n:
             if stop is not None and self._pos < stop:
                 raise _Truncated(f"body ended at byte {self._pos} of {stop}")
             self._finish()
             return 0
-        n = len(data)
-        view[:n] = data
         self._pos += n
         self._metrics.add("bytes_read", n)
         if self._sha is not None:
-            self._sha.update(data)
+            self._sha.update(view[:n])
         if stop is not None and self._pos >= stop:
             self._finish()  # check as soon as the last byte arrives: tar readers stop before EOF
         return n
@@ -696,10 +712,13 @@ def _open_pipe(want: _Want) -> BinaryIO:
     return io.BufferedReader(_Limited(want, f, want.length))  # type: ignore[return-value]
 
 
-def _open_remote(want: _Want) -> BinaryIO:
+def _opener(want: _Want) -> _Opener:
     is_http = scheme_of(want.url) in ("http", "https")
-    opener: _Opener = _HttpOpener(want.url, want.options) if is_http else _FsspecOpener(want.url, want.options)
-    raw = _ResumingStream(want, opener)
+    return _HttpOpener(want.url, want.options) if is_http else _FsspecOpener(want.url, want.options)
+
+
+def _open_remote(want: _Want) -> BinaryIO:
+    raw = _ResumingStream(want, _opener(want))
     return io.BufferedReader(raw, buffer_size=min(want.options.chunk_bytes, 1 << 20))  # type: ignore[return-value]
 
 
@@ -775,17 +794,72 @@ def fetch_shard(url: str, *, options: SourceOptions | None = None, expected_byte
     if want.options.cache_dir and expected_sha256:
         return _slice(want, _open_cached(want))
     for attempt in range(2):
-        buf = io.BytesIO()
-        _download(replace(want, expected_sha256=None), buf)
-        got = hashlib.sha256(buf.getbuffer()).hexdigest() if want.sha256 else None
+        buf = _download_to_memory(replace(want, expected_sha256=None))
+        got = hashlib.sha256(buf).hexdigest() if want.sha256 else None
         if got == want.sha256:
-            buf.seek(0)
-            return buf
+            return MemoryReader(buf)  # type: ignore[return-value]
         if attempt:
             want.metrics.add("failed_shards")
             raise SourceError(url, f"sha256 mismatch: got {got}, expected {want.sha256}", 1)
         want.metrics.add_retry("checksum")  # one full refetch: a resume may have spliced two versions
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _download_to_memory(want: _Want) -> bytearray | memoryview:
+    """The wanted bytes, read into one buffer allocated once when their length is known."""
+    size = want.length if want.length is not None else (
+        want.expected_bytes - want.start if want.expected_bytes is not None else None)
+    if size is None:
+        out = io.BytesIO()
+        _download(want, out)
+        return out.getbuffer()
+    buf = bytearray(size)
+    view, pos = memoryview(buf), 0
+    raw = _ResumingStream(want, _opener(want))
+    try:
+        while pos < size and (n := raw.readinto(view[pos:])):
+            pos += n
+    finally:
+        raw.close()
+    return buf if pos == size else buf[:pos]  # short: the object ended first (a whole read has already raised)
+
+
+class MemoryReader(io.RawIOBase):
+    """A read-only stream over a buffer: ``read`` copies once (``io.BytesIO(bytearray)`` would copy
+    the whole buffer first)."""
+
+    def __init__(self, buf: bytearray | memoryview) -> None:
+        super().__init__()
+        self._view, self._pos = memoryview(buf), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, n: int | None = -1) -> bytes:
+        end = len(self._view) if n is None or n < 0 else min(len(self._view), self._pos + n)
+        out = bytes(self._view[self._pos:end])
+        self._pos = max(self._pos, end)
+        return out
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(memoryview(b).cast("B")))
+        memoryview(b).cast("B")[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        self._view = memoryview(b"")
+        super().close()
 
 
 def _download(want: _Want, out: Any) -> None:

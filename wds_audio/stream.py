@@ -191,6 +191,9 @@ class ShardReader:
         kw = dict(options=self.options, metrics=self.metrics, start=start, length=length,
                   expected_bytes=shard.bytes if check or cached or remote else None,
                   expected_sha256=shard.sha256 if check or cached else None)
+        size = length if length is not None else (shard.bytes - start if shard.bytes is not None else None)
+        if fetch and (size is None or size > self.options.prefetch_bytes // max(1, self.options.prefetch)):
+            fetch = False  # too big to hold in memory: opened ahead, then streamed
         f = (sources.fetch_shard if fetch else sources.open_shard)(shard.url, **kw)
         return f, skip
 

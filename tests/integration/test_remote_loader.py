@@ -248,3 +248,17 @@ def test_the_cache_also_serves_partial_slices(fault_server: FaultServer, local: 
     assert_same(second, local[True])
     assert tar_requests(fault_server) == before, "the second epoch fetched shards from the server again"
     assert m["source"]["cache_misses"] == 0
+
+
+def test_slices_too_big_to_prefetch_are_streamed_and_still_resumed(fault_server: FaultServer, demo_shards: Path,
+                                                                   local: dict[bool, Epoch]) -> None:
+    """prefetch_bytes below every slice: slices are opened ahead and streamed, not held in memory;
+    a connection reset in each is resumed the same way."""
+    from dataclasses import replace
+
+    fault_server.add_fault("*.tar", Fault(reset_after=CUT))
+    got, m = run_epoch(fault_server.base, training=True, num_workers=2,
+                       source_options=replace(OPTS, prefetch=4, prefetch_bytes=4096))
+    assert_same(got, local[True])
+    n = len(train_shards(demo_shards))
+    assert m["source"]["retries"] == {"reset": n} and m["source"]["resumes"] == n

@@ -341,3 +341,19 @@ def test_prefetch_reraises_a_failing_url_iterable() -> None:
     assert next(it)[0] == "u0"
     with pytest.raises(RuntimeError, match="manifest listing failed"):
         next(it)
+
+
+def test_memory_reader_reads_seeks_and_closes() -> None:
+    from wds_audio.sources import MemoryReader
+
+    data = bytes(range(256)) * 10
+    f = MemoryReader(bytearray(data))
+    assert f.read(3) == data[:3] and f.tell() == 3
+    buf = bytearray(5)
+    assert f.readinto(buf) == 5 and bytes(buf) == data[3:8]
+    assert f.seek(-2, 2) == len(data) - 2 and f.read() == data[-2:] and f.read(10) == b""
+    f.seek(0)
+    assert f.read() == data
+    with f:
+        pass
+    assert f.closed
