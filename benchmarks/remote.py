@@ -18,7 +18,7 @@ Goals (issue 7): remote at 20 ms >= 0.9 x local; ours >= 10 x the file-per-clip 
 The table and verdicts go to benchmarks/results/remote.md; a hand-written analysis after the
 ANALYSIS marker there is kept. ``--quick`` only prints.
 
-    .venv/bin/python benchmarks/remote.py [--clips 300] [--rounds 3] [--epochs 3] [--sweep] [--quick]
+    .venv/bin/python benchmarks/remote.py [--clips 1200] [--rounds 3] [--epochs 3] [--sweep] [--quick]
 """
 from __future__ import annotations
 
@@ -47,6 +47,7 @@ import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.common import make_clips, markdown_table  # noqa: E402
+from wds_audio.sources import SourceOptions  # noqa: E402
 
 SR, SECONDS, CLIP, BATCH, WORKERS = 16000, 5.0, 2.0, 32, 2
 SHARD_BYTES = 3_000_000
@@ -182,9 +183,7 @@ def _timed_epochs(epoch: Callable[[], int], epochs: int, server: Server | None) 
 
 def ours(source: str, env: dict[str, str], epochs: int, server: Server | None, **kw: Any) -> tuple[float, dict[str, Any]]:
     import wds_audio
-    from wds_audio.sources import SourceOptions
-
-    opts = SourceOptions(timeout_s=10, retries=3, backoff_s=0.1, prefetch=kw.pop("prefetch", 1))
+    opts = SourceOptions(timeout_s=10, retries=3, backoff_s=0.1, prefetch=kw.pop("prefetch", SourceOptions.prefetch))
     with environ(env):
         loader = wds_audio.loader(source, batch_size=BATCH, sample_rate=SR, clip_seconds=CLIP, num_workers=WORKERS,
                                   seed=0, training=True, persistent_workers=True, source_options=opts, **kw)
@@ -283,7 +282,7 @@ def table_rows(rows: list[Row], local: float) -> list[dict[str, Any]]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--clips", type=int, default=300)
+    p.add_argument("--clips", type=int, default=1200)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=3, help="timed epochs per measurement (after one warm-up)")
     p.add_argument("--sweep", action="store_true", help="also HTTP 20 ms rows with other prefetch/streams/shards")
@@ -337,7 +336,7 @@ def _sweep_rows(tmp: Path, ds: Path, server: Server, args: argparse.Namespace) -
     e, ms = args.epochs, round(LATENCY_S * 1000)
     url = f"{server.base}/{ds.name}"
     rows = [Row(f"ours, HTTP {ms} ms, prefetch {d}", ms, lambda d=d: ours(url, {}, e, server, prefetch=d),
-                "sweep") for d in (0, 2, 4)]
+                "sweep") for d in (0, 1, 2, 8)]
     rows += [Row(f"ours, HTTP {ms} ms, {s} streams", ms, lambda s=s: ours(url, {}, e, server, streams=s),
                  "sweep") for s in (2, 4)]
     _, big = build(tmp, args.clips, 4 * SHARD_BYTES, name="ds-big")
@@ -363,7 +362,7 @@ def _report(rows: list[Row], data: str, args: argparse.Namespace, load0: tuple[f
     text = (f"# Remote reads: local vs HTTP vs S3, and one request per clip\n\n"
             f"`benchmarks/remote.py{' --quick' if args.quick else ''}{' --sweep' if args.sweep else ''}`: {data} "
             f"(5-s FLAC, 16 kHz), decode + random {CLIP:g}-s crop, batch {BATCH}, num_workers {WORKERS} "
-            f"(persistent), prefetch 1, 8 streams unless noted. Median of {args.rounds} interleaved round(s) of "
+            f"(persistent), prefetch {SourceOptions.prefetch} (the default), 8 streams unless noted. Median of {args.rounds} interleaved round(s) of "
             f"{args.epochs} timed epoch(s) after a warm-up epoch. {len(os.sched_getaffinity(0))} CPU cores shared "
             f"with other jobs; 1-min load average {load0[0]:.1f} at the start, {load1[0]:.1f} at the end.\n\n"
             f"{table}\n\n{verdicts}\n")

@@ -857,6 +857,10 @@ class MemoryReader(io.RawIOBase):
     def tell(self) -> int:
         return self._pos
 
+    def part(self, start: int, stop: int | None = None) -> "MemoryReader":
+        """A reader of bytes ``start:stop`` of the same buffer (no copy)."""
+        return MemoryReader(self._view[start:stop])  # type: ignore[arg-type]
+
     def close(self) -> None:
         self._view = memoryview(b"")
         super().close()

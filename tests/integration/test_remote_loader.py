@@ -262,3 +262,22 @@ def test_slices_too_big_to_prefetch_are_streamed_and_still_resumed(fault_server:
     assert_same(got, local[True])
     n = len(train_shards(demo_shards))
     assert m["source"]["retries"] == {"reset": n} and m["source"]["resumes"] == n
+
+
+def test_a_shard_cut_at_its_rotation_point_is_one_whole_request(fault_server: FaultServer, demo_shards: Path) -> None:
+    """Training reads each shard as [r, n) then [0, r): one whole-shard GET (sha256-checked), not two ranges."""
+    from wds_audio.stream import ShardReader, fetch_groups
+
+    kw = dict(training=True, streams=1, num_workers=0)
+    want, _ = run_epoch(str(demo_shards), **kw)
+    loader = wds_audio.loader(fault_server.base, **{**LOADER, **kw}, source_options=OPTS)
+    slices = loader.plan(0).streams[0].slices
+    groups = fetch_groups(ShardReader(loader.catalog, OPTS), slices)
+    pairs = [g for g in groups if len(g) == 2]
+    assert len(pairs) >= 2  # the demo folds have shards cut at a rotation point
+    fault_server.clear()
+    got = [(b.keys, b.audio.clone(), b.targets.clone(), b.lengths.clone(), b.valid.clone()) for b in loader]
+    assert_same(got, want)
+    tars = [(p, rng) for p, rng, status in fault_server.log if p.endswith(".tar")]
+    assert len(tars) == len(groups) < len(slices)  # one request per group
+    assert sum(rng is None for _, rng in tars) >= len(pairs)  # the pairs: whole GETs
