@@ -10,7 +10,7 @@ Shards of 5-s clips (FLAC stored at 44.1 kHz, 32 kHz target, 128 mels, SpecAugme
   + DALI rows (benchmarks/dali_rows.py) when DALI is installed.
 Targets on CPU: (c)/(b) >= 0.85, (c)/(d) >= 1.3, first batch <= 1 s, RSS growth over 5 epochs <= 5 %.
 
-    .venv/bin/python benchmarks/throughput.py [--clips 512] [--workers 2] [--rounds 3] [--quick]
+    .venv/bin/python benchmarks/throughput.py [--clips 1024] [--workers 2] [--rounds 3] [--quick]
 """
 from __future__ import annotations
 
@@ -79,18 +79,22 @@ def _frontend() -> torch.nn.Module:
 
 
 def _timed(name: str, batches: Callable[[], Iterable[int]], notes: str = "") -> dict[str, Any]:
+    """Time to the first batch, and clips/s after it (steady state; a short epoch would otherwise be
+    mostly start-up), for every row alike."""
     t0 = time.perf_counter()
-    first, clips = None, 0
+    first, first_n, clips = None, 0, 0
     with PeakRSS() as rss:
         for n in batches():
             clips += n
             if first is None:
-                first = time.perf_counter() - t0
+                first, first_n = time.perf_counter() - t0, n
     dt = time.perf_counter() - t0
-    row = {"name": name, "clips": clips, "seconds": dt, "clips_per_s": clips / dt,
-           "audio_s_per_s": clips * SECONDS / dt, "first_batch_s": first or dt, "peak_rss_MB": rss.peak, "notes": notes}
-    print(f"  {name}: {row['clips_per_s']:.1f} clips/s, first batch {row['first_batch_s']:.2f} s, peak RSS {rss.peak:.0f} MB",
-          flush=True)
+    first = first or dt
+    rate = (clips - first_n) / (dt - first) if dt > first else clips / dt
+    row = {"name": name, "clips": clips, "seconds": dt, "clips_per_s": rate, "with_start_clips_per_s": clips / dt,
+           "audio_s_per_s": rate * SECONDS, "first_batch_s": first, "peak_rss_MB": rss.peak, "notes": notes}
+    print(f"  {name}: {rate:.1f} clips/s after the first batch ({clips / dt:.1f} with it), first batch {first:.2f} s, "
+          f"peak RSS {rss.peak:.0f} MB", flush=True)
     return row
 
 
@@ -228,6 +232,7 @@ def _rounds(runners: list[Callable[[], dict[str, Any]]], rounds: int) -> list[di
         rates = sorted(x["clips_per_s"] for x in rs)
         row = dict(rs[0])
         row.update(clips_per_s=statistics.median(rates), audio_s_per_s=statistics.median(rates) * SECONDS,
+                   with_start_clips_per_s=statistics.median(x["with_start_clips_per_s"] for x in rs),
                    first_batch_s=statistics.median(x["first_batch_s"] for x in rs),
                    peak_rss_MB=max(x["peak_rss_MB"] for x in rs), range=f"{rates[0]:.0f}-{rates[-1]:.0f}")
         out.append(row)
@@ -244,7 +249,7 @@ def _warm(paths: list[Path]) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--clips", type=int, default=512)
+    p.add_argument("--clips", type=int, default=1024)
     p.add_argument("--workers", type=int, default=min(4, len(os.sched_getaffinity(0))))
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     p.add_argument("--epochs", type=int, default=5, help="epochs for the RSS growth check")
@@ -285,17 +290,21 @@ def _report(rows: list[dict[str, Any]], growth: dict[str, Any], n: int, rounds: 
     by = {r["name"].split(" ")[0]: r for r in rows}
     a, b, c, d = (by[k]["clips_per_s"] for k in ("(a)", "(b)", "(c)", "(d)"))
     checks = [("(c)/(b) >= 0.85", c / b, c / b >= 0.85), ("(c)/(d) >= 1.3", c / d, c / d >= 1.3),
+              ("(c)/(d) counting the start-up too (for reference)",
+               by["(c)"]["with_start_clips_per_s"] / by["(d)"]["with_start_clips_per_s"], None),
               ("(c)/(a) (GPU target 0.9; CPU: for reference)", c / a, None),
               ("time to first batch <= 1 s", by["(c)"]["first_batch_s"], by["(c)"]["first_batch_s"] <= 1.0),
               (f"RSS growth over {growth['epochs']} epochs <= 5 %", growth["growth"], growth["growth"] <= 0.05)]
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU only, {len(os.sched_getaffinity(0))} cores"
-    table = markdown_table(rows, ["name", "clips_per_s", "range", "audio_s_per_s", "first_batch_s", "peak_rss_MB", "notes"])
+    table = markdown_table(rows, ["name", "clips_per_s", "range", "with_start_clips_per_s", "audio_s_per_s", "first_batch_s",
+                                  "peak_rss_MB", "notes"])
     verdicts = "\n".join(f"- {name}: {val:.3f} -> {'met' if ok else 'NOT met' if ok is not None else 'reported'}"
                          for name, val, ok in checks)
     load = os.getloadavg()[0]
     text = (f"# Loader throughput\n\n{n} clips of {SECONDS:g} s (FLAC {SR_IN} Hz stored, {SR} Hz target, {N_MELS} mels, "
             f"SpecAugment, batch {BATCH}), {args.workers} workers; device: {device}. Rows (a)-(e): median of {rounds} "
-            f"interleaved round(s) (range = slowest-fastest), all in the same run; 1-min load average at the end "
+            f"interleaved round(s) (range = slowest-fastest), all in the same run; clips_per_s counts from the first batch on (as the "
+            f"DALI rows do), with_start_clips_per_s from the start of the epoch; 1-min load average at the end "
             f"{load:.1f}.\n\n{table}\n\nRSS per epoch (MB, ours, persistent workers): {growth['rss_MB_per_epoch']}\n\n"
             f"{verdicts}\n")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -49,18 +49,17 @@ def run_streams(cfg: LoaderConfig, catalog: Catalog, plan: EpochPlan, streams: l
     first = min(left)[1] if left else None  # the stream of this worker's first batch
     gens = {s: stream_batches(cfg, catalog, plan.streams[s], epoch=plan.epoch, rank=plan.rank, skip_batches=done[s],
                               rebalance=rebalance, threads=threads,
-                              first_threads=begin.first_threads() if s == first else threads)
+                              first_threads=begin.first_threads() if s == first else threads,
+                              on_first=begin.done if s == first else None)
             for s in streams}
     counts = dict(done)
-    begin.wait()  # the streams above have started fetching; shaping waits for the lead's first batch
+    begin.wait()  # the streams above have started fetching; shaping waits for the lead's first samples
     for rnd in range(max((sp.batches for sp in plan.streams), default=0)):
         for s in streams:
             if counts[s] == rnd and rnd < plan.streams[s].batches:
                 b = next(gens[s])
                 b.index = rnd * k + s
                 counts[s] += 1
-                if s == first and counts[s] == done[s] + 1:
-                    begin.done()
                 yield b
 
 

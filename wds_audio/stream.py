@@ -647,19 +647,20 @@ def skip_samples(samples: Iterator[Sample], n: int) -> Iterator[Sample]:
 
 def stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, *, epoch: int, rank: int,
                    skip_batches: int = 0, rebalance: Callable | None = None, worker: int = 0,
-                   threads: int = 1, first_threads: int = 1) -> Iterator[Batch]:
+                   threads: int = 1, first_threads: int = 1, on_first: Callable[[], None] | None = None) -> Iterator[Batch]:
     """The batches of one planned stream: the whole CPU pipeline for it. Reading starts now.
 
     ``threads`` samples are shaped at once (``first_threads`` for the first batch). Torch's own
-    thread count is left alone: raising it in a forked worker can deadlock OpenMP."""
+    thread count is left alone: raising it in a forked worker can deadlock OpenMP. ``on_first`` is
+    called when the first batch's samples are shaped (before a frontend computes its features)."""
     reader = ShardReader(catalog, cfg.source_options)
     return _stream_batches(cfg, catalog, plan, epoch, rank, skip_batches, rebalance, reader,
-                           opened(reader, plan.slices), (threads, first_threads))
+                           opened(reader, plan.slices), (threads, first_threads), on_first)
 
 
 def _stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, epoch: int, rank: int, skip_batches: int,
                     rebalance: Callable | None, reader: ShardReader, slices: Iterator[tuple[Slice, Any]],
-                    threads: tuple[int, int] = (1, 1)) -> Iterator[Batch]:
+                    threads: tuple[int, int] = (1, 1), on_first: Callable[[], None] | None = None) -> Iterator[Batch]:
     stats = StreamStats(max_keys=cfg.max_reported_keys)
     source_delta = _Delta()
     samples: Iterator[Sample] = read_stream(reader, plan, stats, cfg.on_error, slices)
@@ -677,6 +678,9 @@ def _stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, epoch
     if cfg.frontend is not None:
         cfg.frontend.set_epoch(epoch)
     for b in batches(samples, cfg.batch_size, plan.batches - skip_batches, window):
+        if on_first is not None:
+            on_first()
+            on_first = None
         if cfg.frontend is not None:
             with torch.no_grad():
                 b.features, b.targets = cfg.frontend(b)

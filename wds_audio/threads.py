@@ -79,7 +79,8 @@ class EpochStart:
     The trainer waits for one batch: the first. When DataLoader worker 0 (the one it asks first)
     makes that batch, it does so with ``threads`` threads while the other workers hold back for
     up to ``max_wait_s``, so every core works on the batch being waited for instead of each worker
-    making its own first batch at once. ``flag`` (shared memory) is raised when it is out.
+    making its own first batch at once. ``flag`` (shared memory) is raised when its samples are
+    decoded: its features (one thread) are then computed while the other workers start.
     """
 
     flag: torch.Tensor | None = None
