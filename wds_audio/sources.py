@@ -285,6 +285,7 @@ class _Want:
     expected_sha256: str | None = None
     start: int = 0
     length: int | None = None
+    small: bool = False  # metadata read whole into memory: one GET, no HEAD for the size first
 
     @property
     def whole(self) -> bool:
@@ -368,12 +369,19 @@ def _skip(body: Any, n: int) -> None:
 class _RangeBody:
     """Reads an fsspec object from ``start`` to ``stop`` as ranged GETs of ``chunk`` bytes."""
 
-    def __init__(self, fs: Any, path: str, start: int, stop: int, chunk: int) -> None:
+    def __init__(self, fs: Any, path: str, start: int, stop: int | None, chunk: int) -> None:
         self.fs, self.path, self.pos, self.stop, self.chunk = fs, path, start, stop, chunk
         self.buf = memoryview(b"")
 
     def readinto(self, view: memoryview) -> int:
         if not self.buf:
+            if self.stop is None:  # up to the end of the object, in one request (small objects only)
+                if self.pos < 0:
+                    return 0
+                data = self.fs.cat_file(self.path, start=self.pos)
+                self.pos = -1
+                self.buf = memoryview(data)
+                return self.readinto(view) if data else 0
             if self.pos >= self.stop:
                 return 0
             data = self.fs.cat_file(self.path, start=self.pos, end=min(self.pos + self.chunk, self.stop))
@@ -438,11 +446,14 @@ def _make_filesystem(protocol: str, options: SourceOptions) -> Any:
 
 
 class _FsspecOpener:
-    def __init__(self, url: str, options: SourceOptions) -> None:
-        self.url, self.options = url, options
+    def __init__(self, url: str, options: SourceOptions, small: bool = False) -> None:
+        self.url, self.options, self.small = url, options, small
         self.fs = _filesystem(scheme_of(url), options)
 
     def open_at(self, offset: int, end: int | None, total: int | None) -> tuple[_Body, int | None]:
+        if total is None and end is None and self.small:
+            # the rest of a small object in one GET (s3fs would send a HEAD first to learn the size)
+            return _RangeBody(self.fs, self.url, offset, None, self.options.chunk_bytes), None
         if total is None:
             total = int(self.fs.size(self.url))
         stop = total if end is None else min(end, total)
@@ -714,7 +725,7 @@ def _open_pipe(want: _Want) -> BinaryIO:
 
 def _opener(want: _Want) -> _Opener:
     is_http = scheme_of(want.url) in ("http", "https")
-    return _HttpOpener(want.url, want.options) if is_http else _FsspecOpener(want.url, want.options)
+    return _HttpOpener(want.url, want.options) if is_http else _FsspecOpener(want.url, want.options, want.small)
 
 
 def _open_remote(want: _Want) -> BinaryIO:
@@ -1024,5 +1035,6 @@ def read_bytes(url: str, *, options: SourceOptions | None = None, metrics: Sourc
     Example:
         >>> manifest = json.loads(read_bytes("s3://bucket/esc50/dataset.json"))   # doctest: +SKIP
     """
-    with open_shard(url, options=options, metrics=metrics) as f:
+    scheme, want = _want(url, options, metrics, None, None, 0, None)
+    with (SCHEMES[scheme](replace(want, small=True))) as f:
         return f.read()

@@ -142,3 +142,18 @@ def test_s3_shard_that_keeps_failing(fake_s3: FaultServer, demo_shards: Path) ->
         open_shard(f"s3://{key}", options=OPTS, metrics=m, expected_bytes=entry["bytes"]).read()
     assert (err.value.reason, err.value.retries) == ("http 503", 3)
     assert fake_s3.requests[key] == 4 and m["failed_shards"] == 1
+
+
+def test_metadata_is_one_get_without_a_head_and_survives_a_fault(fake_s3: FaultServer, demo_shards: Path) -> None:
+    """dataset.json and .idx files are read whole: one request each, not HEAD + GET; a reset is retried."""
+    from wds_audio.sources import read_bytes
+
+    key = f"{demo_shards.name}/dataset.json"
+    want = (demo_shards / "dataset.json").read_bytes()
+    assert read_bytes(f"s3://{key}", options=OPTS) == want
+    assert fake_s3.requests[key] == 1  # one GET (the server counts HEADs too)
+    fake_s3.clear()
+    fake_s3.add_fault(key, Fault(reset_after=100))
+    m = SourceMetrics()
+    assert read_bytes(f"s3://{key}", options=OPTS, metrics=m) == want
+    assert m.retries() == {"reset": 1} and fake_s3.requests[key] == 2
