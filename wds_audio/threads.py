@@ -1,7 +1,8 @@
 """Threads inside one loader process: an ordered map over a shared pool, and a start-of-epoch policy.
 
-Decoding (libsndfile), resampling (soxr) and the torch feature ops release the GIL, so a few
-threads in one DataLoader worker use a few cores. Results always come back in input order, so
+Decoding (libsndfile) and resampling (soxr) release the GIL, so a few threads in one DataLoader
+worker use a few cores (torch's own thread count is left alone: raised in a forked worker it can
+deadlock OpenMP). Results always come back in input order, so
 threading never changes a batch.
 
 Example:
@@ -25,6 +26,14 @@ R = TypeVar("R")
 MAX_THREADS = 8
 _POOLS: dict[int, ThreadPoolExecutor] = {}  # pid -> pool: a forked worker must not use its parent's threads
 _LOCK = threading.Lock()
+
+
+def _after_fork() -> None:
+    global _LOCK
+    _LOCK = threading.Lock()  # a thread of the parent may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def cpu_count() -> int:
