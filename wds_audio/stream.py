@@ -233,16 +233,18 @@ class ShardReader:
                   expected_bytes=shard.bytes if check or cached or remote else None,
                   expected_sha256=shard.sha256 if check or cached else None)
         size = length if length is not None else (shard.bytes - start if shard.bytes is not None else None)
-        if fetch and (size is None or size > self.options.prefetch_bytes // max(1, self.options.prefetch)):
+        if fetch and not self._fits(size):
             fetch = False  # too big to hold in memory: opened ahead, then streamed
         f = (sources.fetch_shard if fetch else sources.open_shard)(shard.url, **kw)
         return f, skip
 
+    def _fits(self, size: int | None) -> bool:
+        """``size`` bytes may be held in memory by the prefetcher (its share of ``prefetch_bytes``)."""
+        return size is not None and size <= self.options.prefetch_bytes // max(1, self.options.prefetch)
+
     def whole_fits(self, shard: int) -> bool:
         """A whole remote shard can be fetched into memory (known size within the prefetch budget, no cache)."""
-        s, o = self.catalog.shards[shard], self.options
-        return (not o.cache_dir and s.bytes is not None and o.prefetch > 0
-                and s.bytes <= o.prefetch_bytes // o.prefetch)
+        return not self.options.cache_dir and self._fits(self.catalog.shards[shard].bytes)
 
     def open_group(self, group: tuple[Slice, ...]) -> list[tuple[BinaryIO, int]]:
         """Open the slices of a fetch group (see ``fetch_groups``): one request for all of them."""
