@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import os
+import resource
 import threading
 import time
 from pathlib import Path
@@ -55,6 +56,13 @@ def tree_rss_mb(pid: int | None = None) -> float:
             pass
         todo += children.get(p, [])
     return total / 1024
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and of its children that have exited (DataLoader
+    workers and pool processes are joined when a row ends, so a row's delta covers them)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 class PeakRSS:

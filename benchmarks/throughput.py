@@ -11,6 +11,7 @@ Shards of 5-s clips (FLAC stored at 44.1 kHz, 32 kHz target, 128 mels, SpecAugme
 Targets on CPU: (c)/(b) >= 0.85, (c)/(d) >= 1.3, first batch <= 1 s, RSS growth over 5 epochs <= 5 %.
 
     .venv/bin/python benchmarks/throughput.py [--clips 1024] [--workers 2] [--rounds 3] [--quick]
+    .venv/bin/python benchmarks/throughput.py --rows c,d --workdir /tmp/tp2   # a subset, data kept
 """
 from __future__ import annotations
 
@@ -34,10 +35,11 @@ import soxr  # noqa: E402
 import torch  # noqa: E402
 import torchaudio  # noqa: E402
 
-from benchmarks.common import PeakRSS, bar_chart, make_clips, markdown_table, tree_rss_mb  # noqa: E402
+from benchmarks.common import PeakRSS, bar_chart, cpu_seconds, make_clips, markdown_table, tree_rss_mb  # noqa: E402
 
 SR_IN, SR, SECONDS, BATCH, N_MELS = 44100, 32000, 5.0, 64, 128
 WINDOW = int(SR * SECONDS)
+ROWS = "a,b,c,c',d,e"
 
 
 def _tar_samples(path: str) -> Iterable[tuple[str, bytes]]:
@@ -81,20 +83,21 @@ def _frontend() -> torch.nn.Module:
 def _timed(name: str, batches: Callable[[], Iterable[int]], notes: str = "") -> dict[str, Any]:
     """Time to the first batch, and clips/s after it (steady state; a short epoch would otherwise be
     mostly start-up), for every row alike."""
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), cpu_seconds()
     first, first_n, clips = None, 0, 0
     with PeakRSS() as rss:
         for n in batches():
             clips += n
             if first is None:
                 first, first_n = time.perf_counter() - t0, n
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
     first = first or dt
     rate = (clips - first_n) / (dt - first) if dt > first else clips / dt
     row = {"name": name, "clips": clips, "seconds": dt, "clips_per_s": rate, "with_start_clips_per_s": clips / dt,
-           "audio_s_per_s": rate * SECONDS, "first_batch_s": first, "peak_rss_MB": rss.peak, "notes": notes}
+           "audio_s_per_s": rate * SECONDS, "first_batch_s": first, "peak_rss_MB": rss.peak,
+           "cpu_ms_per_clip": 1e3 * cpu / max(clips, 1), "notes": notes}
     print(f"  {name}: {rate:.1f} clips/s after the first batch ({clips / dt:.1f} with it), first batch {first:.2f} s, "
-          f"peak RSS {rss.peak:.0f} MB", flush=True)
+          f"peak RSS {rss.peak:.0f} MB, CPU {row['cpu_ms_per_clip']:.1f} ms/clip", flush=True)
     return row
 
 
@@ -234,6 +237,7 @@ def _rounds(runners: list[Callable[[], dict[str, Any]]], rounds: int) -> list[di
         row.update(clips_per_s=statistics.median(rates), audio_s_per_s=statistics.median(rates) * SECONDS,
                    with_start_clips_per_s=statistics.median(x["with_start_clips_per_s"] for x in rs),
                    first_batch_s=statistics.median(x["first_batch_s"] for x in rs),
+                   cpu_ms_per_clip=statistics.median(x["cpu_ms_per_clip"] for x in rs),
                    peak_rss_MB=max(x["peak_rss_MB"] for x in rs), range=f"{rates[0]:.0f}-{rates[-1]:.0f}")
         out.append(row)
     return out
@@ -255,6 +259,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=5, help="epochs for the RSS growth check")
     p.add_argument("--quick", action="store_true", help="128 clips, 1 round, 2 epochs, no DALI")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    p.add_argument("--rows", default=ROWS, help="comma-separated subset of a,b,c,c',d,e (no report is written then)")
+    p.add_argument("--workdir", type=Path, help="keep the clips and shards here and reuse them on the next run")
     args = p.parse_args()
     n, epochs, rounds = (128, 2, 1) if args.quick else (args.clips, args.epochs, args.rounds)
     torch.set_num_threads(1)
@@ -262,27 +268,34 @@ def main() -> None:
     from shardgen.writer import PackOptions, pack
 
     with tempfile.TemporaryDirectory() as tmp:
-        src = make_clips(Path(tmp) / "src", n, SECONDS, SR_IN)
-        ds = Path(tmp) / "ds"
-        pack(get("csv").load(src), ds, PackOptions(sample_rate=SR_IN, max_shard_bytes=16_000_000, workers=args.workers,
-                                                    progress=False))
+        work = args.workdir or Path(tmp)
+        src, ds = work / "src", work / "ds"
+        if not (ds / "dataset.json").exists():
+            make_clips(src, n, SECONDS, SR_IN)
+            pack(get("csv").load(src), ds, PackOptions(sample_rate=SR_IN, max_shard_bytes=16_000_000,
+                                                        workers=args.workers, progress=False))
         m = json.loads((ds / "dataset.json").read_text())
         shards = [str(ds / s["path"]) for s in m["splits"]["train"]["shards"]]
         files = sorted((src / "audio").glob("*.flac"))
         _warm([Path(s) for s in shards] + files)
-        print(f"{n} clips, {len(shards)} shards, {args.workers} workers, {len(os.sched_getaffinity(0))} CPUs", flush=True)
+        print(f"{len(files)} clips, {len(shards)} shards, {args.workers} workers, {len(os.sched_getaffinity(0))} CPUs", flush=True)
         w = args.workers
-        rows = _rounds([lambda: row_decode_only(shards, w), lambda: row_tight_ops(shards, w),
-                        lambda: row_ours(ds, w, in_workers=True), lambda: row_ours(ds, w, in_workers=False),
-                        lambda: row_torchaudio(files, w), lambda: row_webdataset(shards, w)], rounds)
-        if not args.quick:
+        runners = {"a": lambda: row_decode_only(shards, w), "b": lambda: row_tight_ops(shards, w),
+                   "c": lambda: row_ours(ds, w, in_workers=True), "c'": lambda: row_ours(ds, w, in_workers=False),
+                   "d": lambda: row_torchaudio(files, w), "e": lambda: row_webdataset(shards, w)}
+        rows = _rounds([runners[k] for k in args.rows.split(",")], rounds)
+        if not args.quick and args.rows == ROWS:
             try:
                 from benchmarks.dali_rows import dali_rows
 
                 rows += dali_rows(ds, BATCH, SR, SECONDS, N_MELS, seconds_budget=30)
             except ImportError as e:
                 print(f"  DALI rows skipped ({e})")
-        growth = rss_growth(ds, args.workers, epochs)
+        growth = rss_growth(ds, args.workers, epochs) if args.rows == ROWS else None
+    if growth is None:  # a subset of rows, for development: printed, no report written
+        for r in rows:
+            print(f"  {r['name']}: median {r['clips_per_s']:.1f} clips/s ({r['range']}), CPU {r['cpu_ms_per_clip']:.2f} ms/clip")
+        return
     _report(rows, growth, n, rounds, args)
 
 
