@@ -39,6 +39,8 @@ from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, Protocol
 from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 
+from . import httppool
+
 log = logging.getLogger(__name__)
 
 REMOTE = frozenset({"http", "https", "s3", "gs", "gcs"})
@@ -328,12 +330,10 @@ class _HttpOpener:
         headers = {}
         if offset or end is not None:
             headers["Range"] = f"bytes={offset}-{'' if end is None else end - 1}"
-        req = urllib.request.Request(self.url, headers=headers)
         try:
-            resp = urllib.request.urlopen(req, timeout=self.options.timeout_s)  # noqa: S310 - scheme from the table
-        except urllib.error.HTTPError as e:
-            e.close()
-            raise _HTTPStatus(e.code, str(e.reason)) from None
+            resp = httppool.get(self.url, headers, self.options.timeout_s)  # a kept-alive connection
+        except httppool.HTTPStatusError as e:
+            raise _HTTPStatus(e.code, e.reason) from None
         try:
             return resp, self._check(resp, offset)
         except BaseException:
