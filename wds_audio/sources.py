@@ -64,6 +64,10 @@ class SourceOptions:
         ``prefetch_bytes / prefetch`` is opened ahead (its latency hidden) and then streamed,
         not downloaded whole.
     verify_local: also check local files against their sha256 (remote ones always are).
+    s3_presign: read s3:// objects with presigned GETs (signed by s3fs, credentials as usual) over
+        kept-alive HTTP connections: a request through s3fs/aiobotocore cost ~7 ms of CPU, a
+        presigned one ~1 ms (benchmarks/remote.py). False: every read goes through s3fs. A store
+        that refuses presigned URLs (403) is read through s3fs from then on.
     stale_tmp_s: cache temporaries untouched this long are left over from a killed run.
     """
 
@@ -77,6 +81,7 @@ class SourceOptions:
     prefetch: int = 4
     prefetch_bytes: int = 64 << 20
     verify_local: bool = False
+    s3_presign: bool = True
     stale_tmp_s: float = 1800.0
 
     def __post_init__(self) -> None:
@@ -322,8 +327,9 @@ _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 
 class _HttpOpener:
-    def __init__(self, url: str, options: SourceOptions) -> None:
+    def __init__(self, url: str, options: SourceOptions, name: str | None = None) -> None:
         self.url, self.options = url, options
+        self.name = name or url  # what errors call the object (a presigned URL carries credentials)
         self.etag: str | None = None
 
     def open_at(self, offset: int, end: int | None, total: int | None) -> tuple[_Body, int | None]:
@@ -343,13 +349,13 @@ class _HttpOpener:
     def _check(self, resp: http.client.HTTPResponse, offset: int) -> int | None:
         etag = resp.headers.get("ETag")
         if self.etag and etag and etag != self.etag:
-            raise SourceError(self.url, f"object changed while reading (ETag {self.etag} -> {etag})", 0, offset)
+            raise SourceError(self.name, f"object changed while reading (ETag {self.etag} -> {etag})", 0, offset)
         self.etag = self.etag or etag
         length = resp.headers.get("Content-Length")
         if resp.status == 206:
             m = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
             if not m or int(m.group(1)) != offset:
-                raise SourceError(self.url, f"server answered Range {offset}- with "
+                raise SourceError(self.name, f"server answered Range {offset}- with "
                                             f"Content-Range {resp.headers.get('Content-Range')!r}", 0, offset)
             return None if m.group(3) == "*" else int(m.group(3))
         if offset:
@@ -433,7 +439,7 @@ def _make_filesystem(protocol: str, options: SourceOptions) -> Any:
 
         fs = s3fs.S3FileSystem(skip_instance_cache=True, config_kwargs={
             "connect_timeout": options.timeout_s, "read_timeout": options.timeout_s,
-            "retries": {"total_max_attempts": 1}})
+            "retries": {"total_max_attempts": 1}, "signature_version": "s3v4"})
         fs.retries = 1  # s3fs's own retry loop: one try, this module retries
         return fs
     import aiohttp  # pragma: no cover - gcsfs is not installed in the test environment
@@ -458,6 +464,47 @@ class _FsspecOpener:
             total = int(self.fs.size(self.url))
         stop = total if end is None else min(end, total)
         return _RangeBody(self.fs, self.url, offset, stop, self.options.chunk_bytes), total
+
+
+_PRESIGN_S = 3600  # lifetime of a presigned URL; one is reused for half of it
+_PRESIGNED: dict[tuple[int, str], tuple[str, float]] = {}  # (id of the filesystem, s3 URL) -> (URL, signed at)
+_PRESIGN_REFUSED: set[int] = set()  # filesystems whose store answered 403 to a presigned GET
+
+
+class _PresignedOpener:
+    """An s3:// object read as ranged GETs of a presigned URL on kept-alive connections (see
+    ``SourceOptions.s3_presign``); s3fs signs it with the usual credentials, endpoint and region."""
+
+    def __init__(self, url: str, options: SourceOptions, small: bool = False) -> None:
+        self.url, self.options = url, options
+        self.fallback = _FsspecOpener(url, options, small)
+        self.http: _HttpOpener | None = None
+
+    def open_at(self, offset: int, end: int | None, total: int | None) -> tuple[_Body, int | None]:
+        fs = self.fallback.fs
+        if id(fs) in _PRESIGN_REFUSED:
+            return self.fallback.open_at(offset, end, total)
+        if self.http is None:
+            self.http = _HttpOpener(_presigned(fs, self.url), self.options, name=self.url)
+        try:
+            return self.http.open_at(offset, end, total)
+        except _HTTPStatus as e:
+            if e.code not in (403, 404):
+                raise
+            code = e.code
+        if code == 404:  # as s3fs reports it (outside the except: the HTTP status must not be its cause)
+            raise FileNotFoundError(f"no such key: {self.url}")
+        _PRESIGN_REFUSED.add(id(fs))
+        log.info("%s: presigned GET refused (HTTP 403); reading s3:// through s3fs from now on", redact(self.url))
+        return self.fallback.open_at(offset, end, total)
+
+
+def _presigned(fs: Any, url: str) -> str:
+    key, now = (id(fs), url), time.monotonic()
+    hit = _PRESIGNED.get(key)
+    if hit is None or now - hit[1] > _PRESIGN_S / 2:
+        hit = _PRESIGNED[key] = (fs.sign(url, expiration=_PRESIGN_S), now)
+    return hit[0]
 
 
 # ---- the resuming stream ----------------------------------------------------------------------
@@ -724,8 +771,12 @@ def _open_pipe(want: _Want) -> BinaryIO:
 
 
 def _opener(want: _Want) -> _Opener:
-    is_http = scheme_of(want.url) in ("http", "https")
-    return _HttpOpener(want.url, want.options) if is_http else _FsspecOpener(want.url, want.options, want.small)
+    scheme = scheme_of(want.url)
+    if scheme in ("http", "https"):
+        return _HttpOpener(want.url, want.options)
+    if scheme == "s3" and want.options.s3_presign:
+        return _PresignedOpener(want.url, want.options, want.small)
+    return _FsspecOpener(want.url, want.options, want.small)
 
 
 def _open_remote(want: _Want) -> BinaryIO:

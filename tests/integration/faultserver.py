@@ -77,6 +77,7 @@ class FaultServer:
         self.latency_s = 0.0
         self.requests: Counter[str] = Counter()
         self.log: list[tuple[str, str | None, int]] = []
+        self.queries: list[tuple[str, str]] = []  # (path, query string) of every request
         self._rules: list[_Rule] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -102,6 +103,7 @@ class FaultServer:
             self._rules.clear()
             self.requests.clear()
             self.log.clear()
+            self.queries.clear()
 
     def start(self) -> "FaultServer":
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
@@ -122,9 +124,10 @@ class FaultServer:
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
-    def _next_fault(self, path: str) -> Fault | None:
+    def _next_fault(self, path: str, query: str = "") -> Fault | None:
         with self._lock:
             self.requests[path] += 1
+            self.queries.append((path, query))
             for rule in self._rules:
                 if rule.take(path):
                     return rule.fault
@@ -165,7 +168,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, body: bool) -> None:
         rel = unquote(urlsplit(self.path).path).lstrip("/")
-        fault = self.srv._next_fault(rel)
+        fault = self.srv._next_fault(rel, urlsplit(self.path).query)
         delay = self.srv.latency_s + (fault.latency_s if fault else 0.0)
         if delay:
             time.sleep(delay)

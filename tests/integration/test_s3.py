@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
@@ -125,12 +126,34 @@ def test_faults_under_s3fs_are_resumed(fake_s3: FaultServer, demo_shards: Path, 
     fake_s3.add_fault(key, Fault(times=2))
     fake_s3.add_fault(key, fault)
     m = SourceMetrics()
-    with open_shard(f"s3://{key}", options=OPTS, metrics=m, expected_bytes=entry["bytes"],
+    with open_shard(f"s3://{key}", options=replace(OPTS, s3_presign=False), metrics=m, expected_bytes=entry["bytes"],
                     expected_sha256=entry["sha256"]) as f:
         assert tar_keys(f) == local_keys(demo_shards, entry["path"])
     assert m.retries() == {reason: 2 if fault.status else 1}
     assert m["failed_shards"] == 0 and m["resumes"] >= 1
     assert fake_s3.log[2][1] == "bytes=131072-196607"  # the faulted request: third 64 KiB range
+
+
+@pytest.mark.parametrize("fault,reason", [
+    (Fault(reset_after=20_000), "reset"),
+    (Fault(truncate_after=20_000), "truncated"),
+    (Fault(stall_after=20_000, stall_s=5.0), "timeout"),
+    (Fault(status=503, times=2), "http 503"),
+], ids=["reset", "truncated", "stall", "503x2"])
+def test_faults_under_presigned_gets_are_resumed(fake_s3: FaultServer, demo_shards: Path, fault: Fault,
+                                                 reason: str) -> None:
+    """The default s3:// path: one presigned GET for the object, resumed with a Range from where it broke."""
+    entry = max(shards(demo_shards), key=lambda s: s["bytes"])
+    key = f"{demo_shards.name}/{entry['path']}"
+    fake_s3.add_fault(key, fault)
+    m = SourceMetrics()
+    with open_shard(f"s3://{key}", options=OPTS, metrics=m, expected_bytes=entry["bytes"],
+                    expected_sha256=entry["sha256"]) as f:
+        assert tar_keys(f) == local_keys(demo_shards, entry["path"])
+    assert m.retries() == {reason: 2 if fault.status else 1} and m["failed_shards"] == 0
+    assert all("X-Amz-Signature=" in q for p, q in fake_s3.queries if p == key)  # SigV4 presigned GETs
+    if reason in ("truncated", "timeout"):  # bytes before the fault arrived: the retry asks for the rest
+        assert m["resumes"] == 1 and fake_s3.log[-1][1].startswith("bytes=20000-")
 
 
 def test_s3_shard_that_keeps_failing(fake_s3: FaultServer, demo_shards: Path) -> None:
@@ -142,6 +165,7 @@ def test_s3_shard_that_keeps_failing(fake_s3: FaultServer, demo_shards: Path) ->
         open_shard(f"s3://{key}", options=OPTS, metrics=m, expected_bytes=entry["bytes"]).read()
     assert (err.value.reason, err.value.retries) == ("http 503", 3)
     assert fake_s3.requests[key] == 4 and m["failed_shards"] == 1
+    assert "X-Amz" not in str(err.value) and str(err.value).startswith(f"s3://{key}")  # no presigned credentials
 
 
 def test_metadata_is_one_get_without_a_head_and_survives_a_fault(fake_s3: FaultServer, demo_shards: Path) -> None:
@@ -157,3 +181,21 @@ def test_metadata_is_one_get_without_a_head_and_survives_a_fault(fake_s3: FaultS
     m = SourceMetrics()
     assert read_bytes(f"s3://{key}", options=OPTS, metrics=m) == want
     assert m.retries() == {"reset": 1} and fake_s3.requests[key] == 2
+
+
+def test_a_store_refusing_presigned_urls_is_read_through_s3fs(fake_s3: FaultServer, demo_shards: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from wds_audio import sources
+
+    monkeypatch.setattr(sources, "_PRESIGN_REFUSED", set())  # the fallback is remembered per process
+    entry = max(shards(demo_shards), key=lambda s: s["bytes"])
+    key = f"{demo_shards.name}/{entry['path']}"
+    fake_s3.add_fault(key, Fault(status=403))  # the first request: the presigned GET
+    m = SourceMetrics()
+    for _ in range(2):
+        with open_shard(f"s3://{key}", options=OPTS, metrics=m, expected_bytes=entry["bytes"],
+                        expected_sha256=entry["sha256"]) as f:
+            assert tar_keys(f) == local_keys(demo_shards, entry["path"])
+    assert m.retries() == {} and m["failed_shards"] == 0
+    queries = [q for p, q in fake_s3.queries if p == key]
+    assert "X-Amz-Signature=" in queries[0] and not any("X-Amz-Signature=" in q for q in queries[1:])
