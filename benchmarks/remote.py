@@ -183,7 +183,10 @@ def _timed_epochs(epoch: Callable[[], int], epochs: int, server: Server | None) 
 
 def ours(source: str, env: dict[str, str], epochs: int, server: Server | None, **kw: Any) -> tuple[float, dict[str, Any]]:
     import wds_audio
-    opts = SourceOptions(timeout_s=10, retries=3, backoff_s=0.1, prefetch=kw.pop("prefetch", SourceOptions.prefetch))
+    opts = SourceOptions(timeout_s=10, retries=3, backoff_s=0.1, prefetch=kw.pop("prefetch", SourceOptions.prefetch),
+                         verify_remote=kw.pop("verify_remote", True))
+    if kw.pop("features", False):
+        kw["frontend"] = _frontend()
     with environ(env):
         loader = wds_audio.loader(source, batch_size=BATCH, sample_rate=SR, clip_seconds=CLIP, num_workers=WORKERS,
                                   seed=0, training=True, persistent_workers=True, source_options=opts, **kw)
@@ -193,6 +196,15 @@ def ours(source: str, env: dict[str, str], epochs: int, server: Server | None, *
         gc.collect()
     # bytes from the source per epoch (the warm-up epoch is in the loader's counters too)
     return rate, {**extra, "MB_per_epoch": m["source"]["bytes_read"] / (epochs + 1) / 1e6}
+
+
+def _frontend() -> torch.nn.Module:
+    """The CPU setup of benchmarks/throughput.py at 16 kHz: log-mel + SpecAugment in the workers."""
+    from wds_audio.augment import SpecAugment
+    from wds_audio.frontend import Frontend
+
+    return Frontend(sample_rate=SR, features="logmel", n_fft=512, hop_length=160, n_mels=64,
+                    specaugment=SpecAugment(time_masks=2, time_width=20, freq_masks=2, freq_width=8, p=1.0)).train()
 
 
 class ClipPerRequest(torch.utils.data.Dataset):
@@ -268,13 +280,16 @@ def measure(rows: list[Row], rounds: int) -> None:
 
 
 def table_rows(rows: list[Row], local: float) -> list[dict[str, Any]]:
+    """x_local: against local disk with the same pipeline (the full-pipeline rows against theirs)."""
     out = []
+    full = next((statistics.median(r.rates) for r in rows if r.name == "full pipeline, local disk"), None)
     for row in rows:
         med = statistics.median(row.rates)
+        ref = full if row.name.startswith("full pipeline") and full else local
         rpe, cpu, mb = (row.extra.get(k) for k in ("requests_per_epoch", "server_cpu_s_per_epoch", "MB_per_epoch"))
         out.append({"name": row.name, "latency_ms": row.latency_ms,
                     "clips_per_s": med, "range": f"{min(row.rates):.0f}-{max(row.rates):.0f}",
-                    "x_local": med / local, "requests_per_epoch": "" if rpe is None else f"{rpe:.0f}",
+                    "x_local": med / ref, "requests_per_epoch": "" if rpe is None else f"{rpe:.0f}",
                     "MB_per_epoch": f"{mb:.1f}" if mb else "",
                     "server_cpu_s_per_epoch": "" if cpu is None else f"{cpu:.2f}", "notes": row.notes})
     return out
@@ -326,8 +341,19 @@ def _rows(ds: Path, src: Path, servers: dict[float, Server], clip_server: Server
         ms = round(lat * 1000)
         rows.append(Row(f"ours, S3 {ms} ms", ms, lambda lat=lat: ours(f"s3://{ds.name}", s3[lat], e, servers[lat]),
                         "fault server as S3 endpoint"))
+    ms = round(LATENCY_S * 1000)
+    rows.append(Row(f"ours, HTTP {ms} ms, sha256 off", ms,
+                    lambda: ours(http[LATENCY_S], {}, e, servers[LATENCY_S], verify_remote=False),
+                    "SourceOptions(verify_remote=False): what checking whole shards costs"))
     rows.append(Row("file-per-clip, HTTP 20 ms", round(LATENCY_S * 1000),
                     lambda: file_per_clip(src, clip_server, e), "map-style Dataset, one GET per clip"))
+    full = "full CPU pipeline: + log-mel (64 mels) + SpecAugment in the workers"
+    rows.append(Row("full pipeline, local disk", 0, lambda: ours(str(ds), {}, e, None, features=True), full))
+    rows.append(Row(f"full pipeline, HTTP {ms} ms", ms,
+                    lambda: ours(http[LATENCY_S], {}, e, servers[LATENCY_S], features=True), full))
+    rows.append(Row(f"full pipeline, S3 {ms} ms", ms,
+                    lambda: ours(f"s3://{ds.name}", s3[LATENCY_S], e, servers[LATENCY_S], features=True),
+                    full + "; fault server as S3 endpoint"))
     return rows
 
 
@@ -356,12 +382,17 @@ def _report(rows: list[Row], data: str, args: argparse.Namespace, load0: tuple[f
               (f"S3 {ms} ms / local >= 0.9", by[f"ours, S3 {ms} ms"] / local, 0.9),
               (f"ours HTTP {ms} ms / file-per-clip HTTP {ms} ms >= 10", by[f"ours, HTTP {ms} ms"] / base, 10.0),
               (f"ours S3 {ms} ms / file-per-clip HTTP {ms} ms >= 10", by[f"ours, S3 {ms} ms"] / base, 10.0)]
+    full = by.get("full pipeline, local disk")
+    if full:  # the same with the CPU setup's whole pipeline (log-mel in the workers)
+        checks += [(f"full pipeline: HTTP {ms} ms / local >= 0.9", by[f"full pipeline, HTTP {ms} ms"] / full, 0.9),
+                   (f"full pipeline: S3 {ms} ms / local >= 0.9", by[f"full pipeline, S3 {ms} ms"] / full, 0.9)]
     verdicts = "\n".join(f"- {name}: {val:.2f} -> {'met' if val >= goal else 'NOT met'}" for name, val, goal in checks)
     table = markdown_table(table_rows(rows, local), ["name", "latency_ms", "clips_per_s", "range", "x_local",
                                                      "requests_per_epoch", "MB_per_epoch", "server_cpu_s_per_epoch", "notes"])
     text = (f"# Remote reads: local vs HTTP vs S3, and one request per clip\n\n"
             f"`benchmarks/remote.py{' --quick' if args.quick else ''}{' --sweep' if args.sweep else ''}`: {data} "
-            f"(5-s FLAC, 16 kHz), decode + random {CLIP:g}-s crop, batch {BATCH}, num_workers {WORKERS} "
+            f"(5-s FLAC, 16 kHz), decode + random {CLIP:g}-s crop (the GPU setup's CPU work; \"full pipeline\" rows add "
+            f"the CPU setup's log-mel + SpecAugment in the workers), batch {BATCH}, num_workers {WORKERS} "
             f"(persistent), prefetch {SourceOptions.prefetch} (the default), 8 streams unless noted. Median of {args.rounds} interleaved round(s) of "
             f"{args.epochs} timed epoch(s) after a warm-up epoch. {len(os.sched_getaffinity(0))} CPU cores shared "
             f"with other jobs; 1-min load average {load0[0]:.1f} at the start, {load1[0]:.1f} at the end.\n\n"

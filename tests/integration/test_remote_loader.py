@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import tarfile
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 import torch
@@ -287,3 +289,28 @@ def test_a_shard_cut_at_its_rotation_point_is_one_whole_request(fault_server: Fa
     tars = [(p, rng) for p, rng, status in fault_server.log if p.endswith(".tar")]
     assert len(tars) == len(groups) < len(slices)  # one request per group
     assert sum(rng is None for _, rng in tars) >= len(pairs)  # the pairs: whole GETs
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_a_shard_changed_on_the_server_is_caught_by_its_sha256_unless_turned_off(
+        serve: Callable[[Path], FaultServer], demo_shards: Path, tmp_path: Path, verify: bool) -> None:
+    """One byte of a clip changed on the server (same size): with verify_remote (the default) the
+    whole-shard read fails its sha256, is fetched once more, then skipped and counted; without it,
+    the bytes are used as they come."""
+    root = tmp_path / demo_shards.name
+    shutil.copytree(demo_shards, root)
+    victim = root / train_shards(root)[0]["path"]
+    with tarfile.open(victim) as tf:
+        member = next(m for m in tf.getmembers() if m.name.endswith((".flac", ".wav")))
+    data = bytearray(victim.read_bytes())
+    data[member.offset_data + member.size // 2] ^= 0x55
+    victim.write_bytes(bytes(data))
+    srv = serve(root)
+    _, m = run_epoch(srv.base, training=True, streams=1, num_workers=0,
+                     source_options=replace(OPTS, verify_remote=verify))
+    src = m["source"]
+    if verify:
+        assert src["retries"].get("checksum") == 1 and src["failed_shards"] == 1
+        assert sum(m["skipped"].values()) >= train_shards(root)[0]["samples"]
+    else:
+        assert "checksum" not in src["retries"] and src["failed_shards"] == 0
