@@ -113,12 +113,16 @@ def fake_s3(fake_s3_server: FaultServer, monkeypatch: pytest.MonkeyPatch) -> Fau
     return fake_s3_server
 
 
-@pytest.mark.parametrize("fault,reason", [
+# the faults injected under both s3:// read paths
+FAULTS = pytest.mark.parametrize("fault,reason", [
     (Fault(reset_after=20_000), "reset"),
     (Fault(truncate_after=20_000), "truncated"),
     (Fault(stall_after=20_000, stall_s=5.0), "timeout"),
     (Fault(status=503, times=2), "http 503"),
 ], ids=["reset", "truncated", "stall", "503x2"])
+
+
+@FAULTS
 def test_faults_under_s3fs_are_resumed(fake_s3: FaultServer, demo_shards: Path, fault: Fault, reason: str) -> None:
     entry = max(shards(demo_shards), key=lambda s: s["bytes"])
     key = f"{demo_shards.name}/{entry['path']}"
@@ -134,12 +138,7 @@ def test_faults_under_s3fs_are_resumed(fake_s3: FaultServer, demo_shards: Path, 
     assert fake_s3.log[2][1] == "bytes=131072-196607"  # the faulted request: third 64 KiB range
 
 
-@pytest.mark.parametrize("fault,reason", [
-    (Fault(reset_after=20_000), "reset"),
-    (Fault(truncate_after=20_000), "truncated"),
-    (Fault(stall_after=20_000, stall_s=5.0), "timeout"),
-    (Fault(status=503, times=2), "http 503"),
-], ids=["reset", "truncated", "stall", "503x2"])
+@FAULTS
 def test_faults_under_presigned_gets_are_resumed(fake_s3: FaultServer, demo_shards: Path, fault: Fault,
                                                  reason: str) -> None:
     """The default s3:// path: one presigned GET for the object, resumed with a Range from where it broke."""
