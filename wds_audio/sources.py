@@ -489,8 +489,10 @@ class _PresignedOpener:
         fs = self.fallback.fs
         if id(fs) in _PRESIGN_REFUSED:
             return self.fallback.open_at(offset, end, total)
+        url = _presigned(fs, self.url)  # re-signed when it gets old: a resume may come much later
         if self.http is None:
-            self.http = _HttpOpener(_presigned(fs, self.url), self.options, name=self.url)
+            self.http = _HttpOpener(url, self.options, name=self.url)
+        self.http.url = url  # the same opener: it remembers the object's ETag across resumes
         try:
             return self.http.open_at(offset, end, total)
         except _HTTPStatus as e:

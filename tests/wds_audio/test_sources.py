@@ -358,3 +358,25 @@ def test_memory_reader_reads_seeks_and_closes() -> None:
     with f:
         pass
     assert f.closed
+
+
+def test_presigned_urls_are_reused_then_renewed_before_they_expire(monkeypatch: pytest.MonkeyPatch) -> None:
+    from wds_audio import sources
+
+    class FakeFs:
+        def __init__(self) -> None:
+            self.signed: list[tuple[str, int]] = []
+
+        def sign(self, url: str, expiration: int) -> str:
+            self.signed.append((url, expiration))
+            return f"https://bucket.example/{url[5:]}?sig={len(self.signed)}"
+
+    now = [1000.0]
+    monkeypatch.setattr(sources.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(sources, "_PRESIGNED", {})
+    fs = FakeFs()
+    first = sources._presigned(fs, "s3://b/k.tar")
+    now[0] += sources._PRESIGN_S / 2 - 1
+    assert sources._presigned(fs, "s3://b/k.tar") == first and len(fs.signed) == 1
+    now[0] += 2  # past half of its lifetime: a new signature
+    assert sources._presigned(fs, "s3://b/k.tar") != first and fs.signed[-1] == ("s3://b/k.tar", sources._PRESIGN_S)
