@@ -30,7 +30,9 @@ def keep_freed_memory() -> bool:
     heap instead of returning it: the next batch's arrays reuse pages that are already mapped.
 
     Both settings are needed together: either alone turns off glibc's adaptive threshold and
-    measured worse than neither. Only called in the loader's own worker processes; returns False
+    measured worse than neither. The price: a worker's resident memory stays at its peak working
+    set (about two batches' arrays) instead of shrinking between batches (measured: peak RSS of a
+    2-worker run +1 %, growth over 5 epochs 1.4 %). Only called in the loader's own worker processes; returns False
     where there is no glibc (the loader works the same, a little slower)."""
     name = ctypes.util.find_library("c")
     if name is None:
