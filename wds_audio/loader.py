@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from .catalog import Catalog
 from .config import LoaderConfig
-from .heap import BatchBuffer, keep_freed_memory
+from .heap import keep_freed_memory
 from .plan import EpochPlan, plan_epoch
 from .rng import seed_of
 from .metrics import LoaderMetrics
@@ -44,7 +44,6 @@ def run_streams(cfg: LoaderConfig, catalog: Catalog, plan: EpochPlan, streams: l
     ``threads``: samples shaped at once per stream; ``begin``: how this worker starts (see
     :class:`~wds_audio.threads.EpochStart`)."""
     begin = begin or EpochStart()
-    buffer = BatchBuffer()  # this thread's streams take turns, so one collate buffer serves them all
     k = len(plan.streams)
     done = {s: len(range(s, start, k)) for s in streams}  # batches of stream s before global batch `start`
     left = [(done[s] * k + s, s) for s in streams if done[s] < plan.streams[s].batches]
@@ -52,7 +51,7 @@ def run_streams(cfg: LoaderConfig, catalog: Catalog, plan: EpochPlan, streams: l
     gens = {s: stream_batches(cfg, catalog, plan.streams[s], epoch=plan.epoch, rank=plan.rank, skip_batches=done[s],
                               rebalance=rebalance, threads=threads,
                               first_threads=begin.first_threads() if s == first else threads,
-                              on_first=begin.done if s == first else None, buffer=buffer)
+                              on_first=begin.done if s == first else None)
             for s in streams}
     counts = dict(done)
     begin.wait()  # the streams above have started fetching; shaping waits for the lead's first samples

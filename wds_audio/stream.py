@@ -28,7 +28,6 @@ import torch
 from . import sources
 from .catalog import Catalog, read_index
 from .config import LoaderConfig
-from .heap import BatchBuffer
 from .loudness import normalize
 from .plan import Slice, StreamPlan
 from .rng import sample_rng
@@ -581,17 +580,10 @@ def _fill_in(last: Sample | None, shaper: Shaper, key: str) -> Sample:
     return {"key": key, "audio": np.zeros(n, dtype), "labels": np.zeros(shaper.num_classes, np.uint8), "valid": False}
 
 
-def collate(samples: list[Sample], window: int | None, buffer: BatchBuffer | None = None) -> Batch:
-    """Stack clips into (B, T) zero-padded audio; into ``buffer``'s recycled array when given."""
+def collate(samples: list[Sample], window: int | None) -> Batch:
     lengths = [min(len(s["audio"]), window) if window else len(s["audio"]) for s in samples]
     t = window or max(lengths)
-    dtype = samples[0]["audio"].dtype
-    if buffer is None:
-        audio = np.zeros((len(samples), t), dtype=dtype)
-    else:
-        audio = buffer.take((len(samples), t), dtype)
-        for i, n in enumerate(lengths):
-            audio[i, n:] = 0
+    audio = np.zeros((len(samples), t), dtype=samples[0]["audio"].dtype)
     for i, s in enumerate(samples):
         audio[i, : lengths[i]] = s["audio"][: lengths[i]]
     return Batch(audio=torch.from_numpy(audio), lengths=torch.tensor(lengths, dtype=torch.int64),
@@ -600,18 +592,12 @@ def collate(samples: list[Sample], window: int | None, buffer: BatchBuffer | Non
                  repeats=[s.get("repeat", "0") for s in samples])
 
 
-def batches(samples: Iterator[Sample], batch_size: int, count: int, window: int | None,
-            buffer: BatchBuffer | None = None) -> Iterator[Batch]:
+def batches(samples: Iterator[Sample], batch_size: int, count: int, window: int | None) -> Iterator[Batch]:
     for _ in range(count):
         chunk = [s for _, s in zip(range(batch_size), samples)]
         if len(chunk) < batch_size:
             raise RuntimeError(f"stream ended after {len(chunk)} of {batch_size} samples of a planned batch")
-        yield collate(chunk, window, buffer)
-
-
-def _shares_memory(t: torch.Tensor, a: np.ndarray) -> bool:
-    s = t.untyped_storage()
-    return s.data_ptr() < a.ctypes.data + a.nbytes and a.ctypes.data < s.data_ptr() + s.nbytes()
+        yield collate(chunk, window)
 
 
 class _Delta:
@@ -663,24 +649,20 @@ def skip_samples(samples: Iterator[Sample], n: int) -> Iterator[Sample]:
 
 def stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, *, epoch: int, rank: int,
                    skip_batches: int = 0, rebalance: Callable | None = None, worker: int = 0,
-                   threads: int = 1, first_threads: int = 1, on_first: Callable[[], None] | None = None,
-                   buffer: BatchBuffer | None = None) -> Iterator[Batch]:
+                   threads: int = 1, first_threads: int = 1, on_first: Callable[[], None] | None = None) -> Iterator[Batch]:
     """The batches of one planned stream: the whole CPU pipeline for it. Reading starts now.
 
     ``threads`` samples are shaped at once (``first_threads`` for the first batch). Torch's own
     thread count is left alone: raising it in a forked worker can deadlock OpenMP. ``on_first`` is
-    called when the first batch's samples are shaped (before a frontend computes its features).
-    ``buffer``: where to collate audio that a frontend consumes here and that is not returned (one
-    buffer may serve several streams of one thread: a batch is done with it before the next)."""
+    called when the first batch's samples are shaped (before a frontend computes its features)."""
     reader = ShardReader(catalog, cfg.source_options)
     return _stream_batches(cfg, catalog, plan, epoch, rank, skip_batches, rebalance, reader,
-                           opened(reader, plan.slices), (threads, first_threads), on_first, buffer)
+                           opened(reader, plan.slices), (threads, first_threads), on_first)
 
 
 def _stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, epoch: int, rank: int, skip_batches: int,
                     rebalance: Callable | None, reader: ShardReader, slices: Iterator[tuple[Slice, Any]],
-                    threads: tuple[int, int] = (1, 1), on_first: Callable[[], None] | None = None,
-                    buffer: BatchBuffer | None = None) -> Iterator[Batch]:
+                    threads: tuple[int, int] = (1, 1), on_first: Callable[[], None] | None = None) -> Iterator[Batch]:
     stats = StreamStats(max_keys=cfg.max_reported_keys)
     source_delta = _Delta()
     samples: Iterator[Sample] = read_stream(reader, plan, stats, cfg.on_error, slices)
@@ -697,19 +679,13 @@ def _stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, epoch
     window = cfg.clip_samples if (cfg.training or cfg.eval_crop == "center") else None
     if cfg.frontend is not None:
         cfg.frontend.set_epoch(epoch)
-    else:
-        buffer = None
-    if cfg.keep_audio:
-        buffer = None
-    for b in batches(samples, cfg.batch_size, plan.batches - skip_batches, window, buffer):
+    for b in batches(samples, cfg.batch_size, plan.batches - skip_batches, window):
         if on_first is not None:
             on_first()
             on_first = None
         if cfg.frontend is not None:
             with torch.no_grad():
                 b.features, b.targets = cfg.frontend(b)
-            if buffer is not None and _shares_memory(b.features, b.audio.numpy()):
-                buffer.release()  # the features are (a view of) the buffer: it leaves with them
             if not cfg.keep_audio:
                 b.audio = b.audio.new_empty((len(b), 0))  # a new tensor: a view would still ship the storage
         b.stats = stats.take()
