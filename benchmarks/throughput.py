@@ -305,7 +305,7 @@ def main() -> None:
 
 def _report(rows: list[dict[str, Any]], growth: dict[str, Any], n: int, rounds: int, args: argparse.Namespace) -> None:
     by = {r["name"].split(" ")[0]: r for r in rows}
-    a, b, c, d = (by[k]["clips_per_s"] for k in ("(a)", "(b)", "(c)", "(d)"))
+    a, c = by["(a)"]["clips_per_s"], by["(c)"]["clips_per_s"]
 
     def paired(x: str, y: str) -> list[float]:
         """x/y within each round: the two ran minutes apart at most, under the same outside load."""
@@ -327,7 +327,6 @@ def _report(rows: list[dict[str, Any]], growth: dict[str, Any], n: int, rounds: 
         ("(c)/(a) (GPU target 0.9; CPU: for reference)", f"{c / a:.3f}", None),
         ("time to first batch <= 1 s", f"{by['(c)']['first_batch_s']:.3f} s", by["(c)"]["first_batch_s"] <= 1.0),
         (f"RSS growth over {growth['epochs']} epochs <= 5 %", f"{100 * growth['growth']:.1f} %", growth["growth"] <= 0.05)]
-    del b, d
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU only, {len(os.sched_getaffinity(0))} cores"
     table = markdown_table(rows, ["name", "clips_per_s", "range", "with_start_clips_per_s", "audio_s_per_s", "first_batch_s",
                                   "cpu_ms_per_clip", "peak_rss_MB", "notes"])

@@ -56,7 +56,7 @@ class PooledResponse:
 
     def __init__(self, resp: http.client.HTTPResponse, conn: http.client.HTTPConnection, key: tuple[str, str, int]) -> None:
         self._resp, self._conn, self._key = resp, conn, key
-        self.status, self.headers = resp.status, resp.headers
+        self.status, self.reason, self.headers = resp.status, resp.reason, resp.headers
 
     def read(self, n: int | None = None) -> bytes:
         return self._resp.read(n)
@@ -121,9 +121,8 @@ def get(url: str, headers: dict[str, str], timeout: float) -> Any:
         resp = _get_once(url, headers, timeout)
         if resp.status not in _REDIRECTS or not resp.headers.get("Location"):
             if resp.status >= 400:
-                reason = resp._resp.reason
                 resp.close()
-                raise HTTPStatusError(resp.status, reason)
+                raise HTTPStatusError(resp.status, resp.reason)
             return resp
         location = resp.headers["Location"]
         resp.read()  # drain, so the connection can be reused

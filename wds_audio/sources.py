@@ -65,13 +65,13 @@ class SourceOptions:
         not downloaded whole.
     verify_local: also check whole local shards against their sha256.
     verify_remote: check whole remote shards against their sha256 (default). sha256 costs ~0.8 ms
-        of CPU per MB, ~9 % of a light decode + crop pipeline (benchmarks/remote.py); off, a transfer
+        of CPU per MB, ~9 % of the CPU of benchmarks/remote.py's decode + crop pipeline; off, a transfer
         is still checked for its length, tar headers for their checksums, FLAC frames for their CRCs.
         A cache always checks what it keeps.
     s3_presign: read s3:// objects with presigned GETs (signed by s3fs, credentials as usual) over
-        kept-alive HTTP connections: a request through s3fs/aiobotocore cost ~7 ms of CPU, a
-        presigned one ~1 ms (benchmarks/remote.py). False: every read goes through s3fs. A store
-        that refuses presigned URLs (403) is read through s3fs from then on.
+        kept-alive HTTP connections: a ranged GET of ~0.7 MB through s3fs/aiobotocore cost ~7 ms
+        of client CPU, a presigned one ~0.8 ms (measured one request at a time). False: every read
+        goes through s3fs. A store that refuses presigned URLs (403) is read through s3fs from then on.
     stale_tmp_s: cache temporaries untouched this long are left over from a killed run.
     """
 
