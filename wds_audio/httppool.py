@@ -22,7 +22,7 @@ import threading
 import urllib.error
 import urllib.request
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 MAX_IDLE = 8  # idle connections kept per (scheme, host, port)
 MAX_REDIRECTS = 5
@@ -104,8 +104,10 @@ def _uses_proxy(scheme: str, host: str) -> bool:
 
 
 def _urllib_get(url: str, headers: dict[str, str], timeout: float) -> Any:
+    # a new opener, not urlopen's: that one read the proxy settings once, at its first use
+    opener = urllib.request.build_opener()
     try:
-        return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)  # noqa: S310
+        return opener.open(urllib.request.Request(url, headers=headers), timeout=timeout)  # noqa: S310
     except urllib.error.HTTPError as e:
         e.close()
         raise HTTPStatusError(e.code, str(e.reason)) from None
@@ -118,7 +120,7 @@ def get(url: str, headers: dict[str, str], timeout: float) -> Any:
     if _uses_proxy(parts.scheme, parts.hostname or ""):
         return _urllib_get(url, headers, timeout)
     for _ in range(MAX_REDIRECTS + 1):
-        resp = _get_once(url, headers, timeout)
+        resp = _get_once(parts, headers, timeout)
         if resp.status not in _REDIRECTS or not resp.headers.get("Location"):
             if resp.status >= 400:
                 resp.close()
@@ -128,13 +130,13 @@ def get(url: str, headers: dict[str, str], timeout: float) -> Any:
         resp.read()  # drain, so the connection can be reused
         resp.close()
         url = urljoin(url, location)
+        parts = urlsplit(url)
     raise HTTPStatusError(310, f"more than {MAX_REDIRECTS} redirects")
 
 
-def _get_once(url: str, headers: dict[str, str], timeout: float) -> PooledResponse:
-    parts = urlsplit(url)
+def _get_once(parts: SplitResult, headers: dict[str, str], timeout: float) -> PooledResponse:
     if parts.scheme not in ("http", "https"):
-        raise ValueError(f"not an http(s) URL: {url}")
+        raise ValueError(f"not an http(s) URL: {parts.scheme}://{parts.hostname}")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     key = (parts.scheme, parts.hostname or "", port)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")

@@ -351,7 +351,7 @@ class _HttpOpener:
             resp.close()
             raise
 
-    def _check(self, resp: http.client.HTTPResponse, offset: int) -> int | None:
+    def _check(self, resp: httppool.PooledResponse, offset: int) -> int | None:
         etag = resp.headers.get("ETag")
         if self.etag and etag and etag != self.etag:
             raise SourceError(self.name, f"object changed while reading (ETag {self.etag} -> {etag})", 0, offset)
@@ -914,9 +914,11 @@ class MemoryReader(io.RawIOBase):
         return out
 
     def readinto(self, b: Any) -> int:
-        data = self.read(len(memoryview(b).cast("B")))
-        memoryview(b).cast("B")[: len(data)] = data
-        return len(data)
+        out = memoryview(b).cast("B")
+        n = max(0, min(len(out), len(self._view) - self._pos))
+        out[:n] = self._view[self._pos:self._pos + n]  # one copy, straight from the buffer
+        self._pos += n
+        return n
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]

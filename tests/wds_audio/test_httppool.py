@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator
 
@@ -16,6 +17,7 @@ BODY = bytes(range(256)) * 40
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     connections = 0
+    paths: list[str] = []
 
     def setup(self) -> None:
         super().setup()
@@ -25,6 +27,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
+        type(self).paths.append(self.path)
         if self.path == "/redirect":
             self.send_response(302)
             self.send_header("Location", "/data")
@@ -46,7 +49,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[str]:
-    _Handler.connections = 0
+    _Handler.connections, _Handler.paths = 0, []
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     httpd.daemon_threads = True
     t = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -100,11 +103,21 @@ def test_redirects_are_followed_and_errors_raised(server: str) -> None:
     assert _Handler.connections == 1  # the redirect and the 404 left the connection reusable
 
 
-def test_proxy_settings_route_through_urllib(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_proxy_settings_route_through_urllib(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With http_proxy set, a GET goes to the proxy (here the test server) with the absolute URL, even
+    when urllib's global opener was made earlier without it."""
+    with urllib.request.urlopen(f"{server}/data") as r:  # noqa: S310 - builds urlopen's opener now
+        r.read()
     httppool._uses_proxy.cache_clear()
-    monkeypatch.setenv("http_proxy", "http://proxy.invalid:3128")
+    monkeypatch.setenv("http_proxy", server)
     monkeypatch.setenv("no_proxy", "local.example")
     try:
         assert httppool._uses_proxy("http", "data.example") and not httppool._uses_proxy("http", "local.example")
+        resp = httppool.get("http://data.example/shard.tar", {}, timeout=5)  # no such host: only the proxy can answer
+        try:
+            assert resp.read() == BODY
+        finally:
+            resp.close()
+        assert _Handler.paths[-1] == "http://data.example/shard.tar"
     finally:
         httppool._uses_proxy.cache_clear()
