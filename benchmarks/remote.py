@@ -46,7 +46,7 @@ import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.common import make_clips, markdown_table  # noqa: E402
+from benchmarks.common import logmel_frontend, make_clips, markdown_table  # noqa: E402
 from wds_audio.sources import SourceOptions  # noqa: E402
 
 SR, SECONDS, CLIP, BATCH, WORKERS = 16000, 5.0, 2.0, 32, 2
@@ -200,11 +200,7 @@ def ours(source: str, env: dict[str, str], epochs: int, server: Server | None, *
 
 def _frontend() -> torch.nn.Module:
     """The CPU setup of benchmarks/throughput.py at 16 kHz: log-mel + SpecAugment in the workers."""
-    from wds_audio.augment import SpecAugment
-    from wds_audio.frontend import Frontend
-
-    return Frontend(sample_rate=SR, features="logmel", n_fft=512, hop_length=160, n_mels=64,
-                    specaugment=SpecAugment(time_masks=2, time_width=20, freq_masks=2, freq_width=8, p=1.0)).train()
+    return logmel_frontend(SR, n_fft=512, hop_length=160, n_mels=64, time_width=20, freq_width=8)
 
 
 class ClipPerRequest(torch.utils.data.Dataset):

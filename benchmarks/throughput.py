@@ -35,7 +35,7 @@ import soxr  # noqa: E402
 import torch  # noqa: E402
 import torchaudio  # noqa: E402
 
-from benchmarks.common import PeakRSS, bar_chart, cpu_seconds, make_clips, markdown_table, tree_rss_mb  # noqa: E402
+from benchmarks.common import PeakRSS, bar_chart, cpu_seconds, logmel_frontend, make_clips, markdown_table, tree_rss_mb  # noqa: E402
 
 SR_IN, SR, SECONDS, BATCH, N_MELS = 44100, 32000, 5.0, 64, 128
 WINDOW = int(SR * SECONDS)
@@ -73,11 +73,7 @@ def _prepare_shard(path: str) -> list[np.ndarray]:
 
 
 def _frontend() -> torch.nn.Module:
-    from wds_audio.augment import SpecAugment
-    from wds_audio.frontend import Frontend
-
-    return Frontend(sample_rate=SR, features="logmel", n_fft=1024, hop_length=320, n_mels=N_MELS,
-                    specaugment=SpecAugment(time_masks=2, time_width=40, freq_masks=2, freq_width=16, p=1.0)).train()
+    return logmel_frontend(SR, n_fft=1024, hop_length=320, n_mels=N_MELS, time_width=40, freq_width=16)
 
 
 def _timed(name: str, batches: Callable[[], Iterable[int]], notes: str = "") -> dict[str, Any]:
