@@ -317,7 +317,8 @@ class _Want:
 
 
 class _Body(Protocol):
-    def read(self, n: int) -> bytes: ...
+    """A response body: HTTP ones also have read/read1 (see _ResumingStream._read_some, _skip)."""
+
     def readinto(self, b: memoryview) -> int: ...
     def close(self) -> None: ...
 
@@ -401,10 +402,6 @@ class _RangeBody:
         n = min(len(view), len(self.buf))
         view[:n], self.buf = self.buf[:n], self.buf[n:]
         return n
-
-    def read(self, n: int) -> bytes:
-        out = bytearray(n)
-        return bytes(out[: self.readinto(memoryview(out))])
 
     def close(self) -> None:
         self.buf = memoryview(b"")
