@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from .plan import EpochPlan, plan_epoch
 from .rng import seed_of
 from .metrics import LoaderMetrics
 from .stream import Batch, stream_batches
-from .threads import EpochStart, cpu_count
+from .threads import EpochStart, TailWidth, cpu_count
 
 
 def dist_info(cfg: LoaderConfig) -> tuple[int, int]:
@@ -38,10 +38,11 @@ def dist_info(cfg: LoaderConfig) -> tuple[int, int]:
 
 
 def run_streams(cfg: LoaderConfig, catalog: Catalog, plan: EpochPlan, streams: list[int], start: int,
-                rebalance: Any = None, threads: int = 1, begin: EpochStart | None = None) -> Iterator[Batch]:
+                rebalance: Any = None, threads: int | Callable[[], int] = 1,
+                begin: EpochStart | None = None) -> Iterator[Batch]:
     """Batches of ``streams`` in the rank's global order, from global batch ``start`` on.
 
-    ``threads``: samples shaped at once per stream; ``begin``: how this worker starts (see
+    ``threads``: samples shaped at once per stream (or a function giving it, asked per sample); ``begin``: how this worker starts (see
     :class:`~wds_audio.threads.EpochStart`)."""
     begin = begin or EpochStart()
     k = len(plan.streams)
@@ -71,6 +72,7 @@ class _EpochDataset(IterableDataset):
         self.cfg, self.catalog, self.rank, self.world, self.rebalance = cfg, catalog, rank, world, rebalance
         # epoch, start batch, first batch out (seen by persistent workers)
         self.state = torch.zeros(3, dtype=torch.int64).share_memory_()
+        self.finished = torch.zeros(max(cfg.num_workers, 1), dtype=torch.uint8).share_memory_()  # see TailWidth
 
     def plan(self, epoch: int) -> EpochPlan:
         return plan_epoch([s.samples for s in self.catalog.shards], batch_size=self.cfg.batch_size, seed=self.cfg.seed,
@@ -86,12 +88,20 @@ class _EpochDataset(IterableDataset):
         threads, begin = self.cfg.decode_threads or 1, EpochStart()  # the training process: 1 unless asked
         if info is not None:
             cpus = cpu_count()
-            threads = self.cfg.decode_threads or max(1, cpus // nw)
+            threads = self.cfg.decode_threads or TailWidth(self.finished, cpus)
             # worker 0 is asked first: when it holds batch `start`, it makes it with every core
             lead = (start % len(plan.streams)) % nw == 0
             begin = EpochStart(self.state[2:], lead=lead and wid == 0, gated=lead and wid != 0,
-                               threads=max(threads, cpus))
+                               threads=max(self.cfg.decode_threads or 1, cpus))
+            if isinstance(threads, TailWidth):
+                return _then(run_streams(self.cfg, self.catalog, plan, mine, start, self.rebalance, threads, begin),
+                             lambda: threads.mark(wid))
         return run_streams(self.cfg, self.catalog, plan, mine, start, self.rebalance, threads, begin)
+
+
+def _then(batches: Iterator[Batch], done: Callable[[], None]) -> Iterator[Batch]:
+    yield from batches
+    done()
 
 
 def _worker_init(worker_id: int) -> None:
@@ -175,6 +185,7 @@ class AudioLoader:
         epoch, start = self.epoch, self._resume_at
         self.start, self._resume_at = start, 0
         self.dataset.state[0], self.dataset.state[1], self.dataset.state[2] = epoch, start, 0
+        self.dataset.finished.zero_()
         total = self.plan(epoch).batches
         self._metrics.start()
         pending: dict[int, Batch] = {}

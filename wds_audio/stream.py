@@ -36,6 +36,7 @@ from .threads import ordered_map
 log = logging.getLogger(__name__)
 AUDIO_EXTS = ("flac", "wav", "ogg", "mp3")
 Sample = dict[str, Any]
+Width = int | Callable[[], int]  # threads: a number, or a function asked per sample
 
 
 class SampleError(Exception):
@@ -649,10 +650,12 @@ def skip_samples(samples: Iterator[Sample], n: int) -> Iterator[Sample]:
 
 def stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, *, epoch: int, rank: int,
                    skip_batches: int = 0, rebalance: Callable | None = None, worker: int = 0,
-                   threads: int = 1, first_threads: int = 1, on_first: Callable[[], None] | None = None) -> Iterator[Batch]:
+                   threads: Width = 1, first_threads: Width = 1,
+                   on_first: Callable[[], None] | None = None) -> Iterator[Batch]:
     """The batches of one planned stream: the whole CPU pipeline for it. Reading starts now.
 
-    ``threads`` samples are shaped at once (``first_threads`` for the first batch). Torch's own
+    ``threads`` samples are shaped at once (``first_threads`` for the first batch), each a number
+    or a function asked before every sample (see :class:`~wds_audio.threads.TailWidth`). Torch's own
     thread count is left alone: raising it in a forked worker can deadlock OpenMP. ``on_first`` is
     called when the first batch's samples are shaped (before a frontend computes its features)."""
     reader = ShardReader(catalog, cfg.source_options)
@@ -662,7 +665,7 @@ def stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, *, epo
 
 def _stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, epoch: int, rank: int, skip_batches: int,
                     rebalance: Callable | None, reader: ShardReader, slices: Iterator[tuple[Slice, Any]],
-                    threads: tuple[int, int] = (1, 1), on_first: Callable[[], None] | None = None) -> Iterator[Batch]:
+                    threads: tuple[Width, Width] = (1, 1), on_first: Callable[[], None] | None = None) -> Iterator[Batch]:
     stats = StreamStats(max_keys=cfg.max_reported_keys)
     source_delta = _Delta()
     samples: Iterator[Sample] = read_stream(reader, plan, stats, cfg.on_error, slices)
@@ -673,9 +676,9 @@ def _stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, epoch
         rng = sample_rng(cfg.seed, epoch, f"rank{rank}-stream{plan.stream}", "shuffle")
         samples = shuffle(samples, cfg.shuffle_buffer, rng, initial=min(cfg.shuffle_buffer, cfg.batch_size))
     samples = skip_samples(samples, skip_batches * cfg.batch_size)
-    steady, first = threads
+    steady, first = (t if callable(t) else (lambda n=t: n) for t in threads)
     samples = decode(samples, Shaper(cfg, catalog.num_classes, epoch), stats, cfg.on_error,
-                     lambda i: first if i < cfg.batch_size else steady)
+                     lambda i: first() if i < cfg.batch_size else steady())
     window = cfg.clip_samples if (cfg.training or cfg.eval_crop == "center") else None
     if cfg.frontend is not None:
         cfg.frontend.set_epoch(epoch)

@@ -331,6 +331,23 @@ def test_persistent_workers_follow_epochs(demo_shards: Path) -> None:
         assert _same(_epoch(kept), _epoch(fresh))
 
 
+def test_workers_flag_the_end_of_their_epoch(demo_shards: Path) -> None:
+    """The flags TailWidth reads: raised by real worker processes after their last batch (else a
+    worker ending early never hands its cores over), in every epoch of persistent workers."""
+    import time
+
+    loader = _load(demo_shards, num_workers=2, persistent_workers=True)
+    ref = _load(demo_shards, num_workers=0)
+    for epoch in (0, 1):
+        loader.set_epoch(epoch)
+        ref.set_epoch(epoch)
+        assert _same(_epoch(loader), _epoch(ref))
+        end = time.monotonic() + 10
+        while loader.dataset.finished.tolist() != [1, 1] and time.monotonic() < end:
+            time.sleep(0.01)
+        assert loader.dataset.finished.tolist() == [1, 1]
+
+
 def test_prefetch_factor_and_pin_memory_do_not_change_batches(demo_shards: Path) -> None:
     ref = _epoch(_load(demo_shards, num_workers=2))
     got = _epoch(_load(demo_shards, num_workers=2, prefetch_factor=4, pin_memory=torch.cuda.is_available()))

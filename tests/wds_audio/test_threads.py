@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from wds_audio.threads import EpochStart, ordered_map
+from wds_audio.threads import EpochStart, TailWidth, ordered_map
 
 
 @pytest.mark.parametrize("width", [1, 2, 5])
@@ -65,3 +65,16 @@ def test_epoch_start_gate_gives_up_after_its_cap() -> None:
     t0 = time.perf_counter()
     EpochStart(torch.zeros(1, dtype=torch.int64), gated=True, max_wait_s=0.2).wait()
     assert 0.15 < time.perf_counter() - t0 < 1.5
+
+
+def test_tail_width_shares_the_cpus_among_the_workers_still_working() -> None:
+    flags = torch.zeros(3, dtype=torch.uint8)
+    width = TailWidth(flags, cpus=6)
+    assert width() == 2
+    width.mark(1)
+    assert width() == 3
+    width.mark(0)
+    assert width() == 6
+    width.mark(2)
+    assert width() == 6  # nobody left: never 0 or a division by zero
+    assert TailWidth(torch.zeros(4, dtype=torch.uint8), cpus=2)() == 1  # more workers than CPUs
