@@ -17,6 +17,8 @@ import torch
 import torchaudio.functional as AF
 from torch import nn
 
+from .threads import cpu_width_now, ordered_map
+
 AMIN = 1e-10
 CPU_CHUNK = 4
 MEL_BAND = 8  # mel filters per block of the CPU product (measured best of 4, 8, 16, 32)
@@ -83,7 +85,7 @@ class LogMel(nn.Module):
         return torch.cat([torch.matmul(w, power[..., lo:hi, :]) for lo, hi, w in self._bands()], dim=-2, out=out)
 
     def _bands(self) -> list[tuple[int, int, torch.Tensor]]:
-        if getattr(self, "_band_cache", None) is None:
+        if getattr(self, "_band_cache", None) is None:  # two threads may both build it: the same list
             self._band_cache = mel_bands(self.fbanks.cpu(), MEL_BAND)
         return self._band_cache
 
@@ -92,9 +94,12 @@ class LogMel(nn.Module):
             # On a CPU a (B, freq, frames) spectrogram of a whole batch falls out of cache; a few
             # clips at a time is about 2x faster (measured: 64 x 5 s at 32 kHz). Same numbers.
             # Each chunk is written straight into its rows of the output (no concatenation).
+            # The chunks go to threads when a loader worker has CPUs to spare (torch ops release the GIL).
             out = x.new_empty((x.shape[0], self.n_mels, frames_for(x.shape[-1], self.hop_length)), dtype=torch.float32)
-            for i in range(0, x.shape[0], CPU_CHUNK):
-                self._forward(x[i:i + CPU_CHUNK], out[i:i + CPU_CHUNK])
+            width = cpu_width_now()
+            for _ in ordered_map(range(0, x.shape[0], CPU_CHUNK),
+                                 lambda i: self._forward(x[i:i + CPU_CHUNK], out[i:i + CPU_CHUNK]), lambda i: width):
+                pass
             return out
         return self._forward(x)
 

@@ -31,7 +31,7 @@ from .config import LoaderConfig
 from .loudness import normalize
 from .plan import Slice, StreamPlan
 from .rng import sample_rng
-from .threads import ordered_map
+from .threads import cpu_width, ordered_map
 
 log = logging.getLogger(__name__)
 AUDIO_EXTS = ("flac", "wav", "ogg", "mp3")
@@ -657,7 +657,8 @@ def stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, *, epo
     ``threads`` samples are shaped at once (``first_threads`` for the first batch), each a number
     or a function asked before every sample (see :class:`~wds_audio.threads.TailWidth`). Torch's own
     thread count is left alone: raising it in a forked worker can deadlock OpenMP. ``on_first`` is
-    called when the first batch's samples are shaped (before a frontend computes its features)."""
+    called when the first batch is made (a frontend's features included, computed on
+    ``first_threads`` threads)."""
     reader = ShardReader(catalog, cfg.source_options)
     return _stream_batches(cfg, catalog, plan, epoch, rank, skip_batches, rebalance, reader,
                            opened(reader, plan.slices), (threads, first_threads), on_first)
@@ -682,15 +683,15 @@ def _stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, epoch
     window = cfg.clip_samples if (cfg.training or cfg.eval_crop == "center") else None
     if cfg.frontend is not None:
         cfg.frontend.set_epoch(epoch)
-    for b in batches(samples, cfg.batch_size, plan.batches - skip_batches, window):
-        if on_first is not None:
-            on_first()
-            on_first = None
+    for n, b in enumerate(batches(samples, cfg.batch_size, plan.batches - skip_batches, window)):
         if cfg.frontend is not None:
-            with torch.no_grad():
+            with torch.no_grad(), cpu_width(first() if n == 0 else 1):
                 b.features, b.targets = cfg.frontend(b)
             if not cfg.keep_audio:
                 b.audio = b.audio.new_empty((len(b), 0))  # a new tensor: a view would still ship the storage
+        if on_first is not None:
+            on_first()
+            on_first = None
         b.stats = stats.take()
         b.stats["source"] = source_delta.take(reader.metrics)
         if stage is not None:

@@ -11,11 +11,13 @@ Example:
 """
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, TypeVar
 
@@ -79,6 +81,23 @@ def ordered_map(items: Iterable[T], fn: Callable[[T], R], width: Callable[[int],
 
 
 _END = object()
+_WIDTH = contextvars.ContextVar("wds_audio_cpu_width", default=1)
+
+
+@contextmanager
+def cpu_width(n: int) -> Iterator[None]:
+    """Let CPU feature code inside the block split its work over ``n`` threads of the pool (see
+    :func:`cpu_width_now`): a loader worker computing an epoch's first batch alone has every CPU."""
+    token = _WIDTH.set(max(1, n))
+    try:
+        yield
+    finally:
+        _WIDTH.reset(token)
+
+
+def cpu_width_now() -> int:
+    """Threads CPU feature code may use here: 1 unless inside a :func:`cpu_width` block."""
+    return _WIDTH.get()
 
 
 @dataclass
@@ -88,8 +107,8 @@ class EpochStart:
     The trainer waits for one batch: the first. When DataLoader worker 0 (the one it asks first)
     makes that batch, it does so with ``threads`` threads while the other workers hold back for
     up to ``max_wait_s``, so every core works on the batch being waited for instead of each worker
-    making its own first batch at once. ``flag`` (shared memory) is raised when its samples are
-    decoded: its features (one thread) are then computed while the other workers start.
+    making its own first batch at once. ``flag`` (shared memory) is raised when that batch is
+    made, its features included (computed on ``threads`` threads too, see :func:`cpu_width`).
     """
 
     flag: torch.Tensor | None = None

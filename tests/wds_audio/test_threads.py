@@ -78,3 +78,15 @@ def test_tail_width_shares_the_cpus_among_the_workers_still_working() -> None:
     width.mark(2)
     assert width() == 6  # nobody left: never 0 or a division by zero
     assert TailWidth(torch.zeros(4, dtype=torch.uint8), cpus=2)() == 1  # more workers than CPUs
+
+
+def test_cpu_width_is_scoped_to_its_block() -> None:
+    from wds_audio.threads import cpu_width, cpu_width_now
+
+    assert cpu_width_now() == 1
+    with cpu_width(4):
+        assert cpu_width_now() == 4
+        with cpu_width(0):
+            assert cpu_width_now() == 1  # never fewer than one thread
+        assert cpu_width_now() == 4
+    assert cpu_width_now() == 1
