@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from functools import partial
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -24,7 +25,7 @@ from .heap import keep_freed_memory
 from .plan import EpochPlan, plan_epoch
 from .rng import seed_of
 from .metrics import LoaderMetrics
-from .stream import Batch, stream_batches
+from .stream import Batch, Width, stream_batches
 from .threads import EpochStart, TailWidth, cpu_count
 
 
@@ -38,12 +39,11 @@ def dist_info(cfg: LoaderConfig) -> tuple[int, int]:
 
 
 def run_streams(cfg: LoaderConfig, catalog: Catalog, plan: EpochPlan, streams: list[int], start: int,
-                rebalance: Any = None, threads: int | Callable[[], int] = 1,
-                begin: EpochStart | None = None) -> Iterator[Batch]:
+                rebalance: Any = None, threads: Width = 1, begin: EpochStart | None = None) -> Iterator[Batch]:
     """Batches of ``streams`` in the rank's global order, from global batch ``start`` on.
 
-    ``threads``: samples shaped at once per stream (or a function giving it, asked per sample); ``begin``: how this worker starts (see
-    :class:`~wds_audio.threads.EpochStart`)."""
+    ``threads``: samples shaped at once per stream (or a function giving it, asked per sample);
+    ``begin``: how this worker starts (see :class:`~wds_audio.threads.EpochStart`)."""
     begin = begin or EpochStart()
     k = len(plan.streams)
     done = {s: len(range(s, start, k)) for s in streams}  # batches of stream s before global batch `start`
@@ -93,10 +93,8 @@ class _EpochDataset(IterableDataset):
             lead = (start % len(plan.streams)) % nw == 0
             begin = EpochStart(self.state[2:], lead=lead and wid == 0, gated=lead and wid != 0,
                                threads=max(self.cfg.decode_threads or 1, cpus))
-            if isinstance(threads, TailWidth):
-                return _then(run_streams(self.cfg, self.catalog, plan, mine, start, self.rebalance, threads, begin),
-                             lambda: threads.mark(wid))
-        return run_streams(self.cfg, self.catalog, plan, mine, start, self.rebalance, threads, begin)
+        batches = run_streams(self.cfg, self.catalog, plan, mine, start, self.rebalance, threads, begin)
+        return _then(batches, partial(threads.mark, wid)) if isinstance(threads, TailWidth) else batches
 
 
 def _then(batches: Iterator[Batch], done: Callable[[], None]) -> Iterator[Batch]:
@@ -134,8 +132,6 @@ class AudioLoader:
         """A factory of rebalancing stages (one per stream: a stage holds its stream's reservoir)."""
         if self.cfg.rebalance is None:
             return None
-        from functools import partial
-
         from .rebalance import RebalanceStage
 
         make = partial(RebalanceStage, self.cfg.rebalance, self.catalog.classes, self.catalog.class_counts(),
