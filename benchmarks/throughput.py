@@ -76,9 +76,9 @@ def _frontend() -> torch.nn.Module:
     return logmel_frontend(SR, n_fft=1024, hop_length=320, n_mels=N_MELS, time_width=40, freq_width=16)
 
 
-def _timed(name: str, batches: Callable[[], Iterable[int]], notes: str = "", warmup: int = 1) -> dict[str, Any]:
+def _timed(name: str, batches: Callable[[], Iterable[int]], notes: str, workers: int) -> dict[str, Any]:
     """Time to the first batch, and clips/s in the steady state, for every row alike: from the
-    arrival of item ``warmup`` (a batch, or a shard for the pool rows) to the end.
+    arrival of item ``warmup`` = 2 x workers (a batch, or a shard for the pool rows) to the end.
 
     Counting from the first batch alone favours pipelines whose workers all start at once: with
     2 workers the tutorial's first two batches arrive together (measured: 1.67 s and 1.67 s), so
@@ -86,6 +86,7 @@ def _timed(name: str, batches: Callable[[], Iterable[int]], notes: str = "", war
     batch with every core, see EpochStart) had made about half of its second. ``warmup`` = the
     items that can be in flight when the first arrives (workers x prefetch 2) puts both in their
     steady state first."""
+    warmup = 2 * max(workers, 1)
     t0, cpu0 = time.perf_counter(), cpu_seconds()
     arrivals: list[tuple[float, int]] = []  # (seconds since start, clips so far)
     clips = 0
@@ -106,16 +107,11 @@ def _timed(name: str, batches: Callable[[], Iterable[int]], notes: str = "", war
     return row
 
 
-def _warmup(workers: int) -> int:
-    """Items that may be in flight when the first arrives: every worker's prefetch (2 by default)."""
-    return 2 * max(workers, 1)
-
-
 def row_decode_only(shards: list[str], workers: int) -> dict[str, Any]:
     def run() -> Iterable[int]:
         with get_context("fork").Pool(workers) as pool:
             yield from pool.imap_unordered(_decode_shard, shards)
-    return _timed("(a) decode-only tight loop", run, f"{workers} processes, soundfile", _warmup(workers))
+    return _timed("(a) decode-only tight loop", run, f"{workers} processes, soundfile", workers)
 
 
 def _ops_shard(path: str) -> int:
@@ -134,7 +130,7 @@ def row_tight_ops(shards: list[str], workers: int) -> dict[str, Any]:
         with get_context("fork").Pool(workers) as pool:
             yield from pool.imap_unordered(_ops_shard, shards)
     return _timed("(b) same ops, tight loop", run, f"{workers} processes: decode+soxr+crop+log-mel+SpecAugment per shard",
-                  _warmup(workers))
+                  workers)
 
 
 def _ours(dataset: Path, workers: int, epochs: int = 1, persistent: bool = False,
@@ -161,7 +157,7 @@ def row_ours(dataset: Path, workers: int, in_workers: bool) -> dict[str, Any]:
     run, loader = _ours(dataset, workers, in_workers=in_workers)
     name = ("(c) ours, CPU setup: Frontend in the loader's workers" if in_workers else
             "(c') ours, GPU setup run on CPU: Frontend in the main process")
-    row = _timed(name, run, f"num_workers={workers}, streams 8", _warmup(workers))
+    row = _timed(name, run, f"num_workers={workers}, streams 8", workers)
     row["consumer_wait_s"] = loader.metrics()["wait_s"]
     return row
 
@@ -195,7 +191,7 @@ def row_torchaudio(files: list[Path], workers: int) -> dict[str, Any]:
     ds = _FileDataset(files)
     dl = torch.utils.data.DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=workers, drop_last=True)
     return _timed("(d) torchaudio tutorial (files, map-style)", lambda: (len(b) for b in dl),
-                  f"num_workers={workers}, Resample+MelSpectrogram modules built once", _warmup(workers))
+                  f"num_workers={workers}, Resample+MelSpectrogram modules built once", workers)
 
 
 def row_webdataset(shards: list[str], workers: int) -> dict[str, Any]:
@@ -209,7 +205,7 @@ def row_webdataset(shards: list[str], workers: int) -> dict[str, Any]:
     # samples are 1-tuples: webdataset's collation then stacks them (a bare tensor would be zipped
     # along its first axis, and len() would count mel bins instead of clips)
     return _timed("(e) plain webdataset pipeline", lambda: (len(b[0]) for b in dl), f"num_workers={workers}",
-                  _warmup(workers))
+                  workers)
 
 
 def rss_growth(dataset: Path, workers: int, epochs: int) -> dict[str, Any]:

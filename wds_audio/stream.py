@@ -649,7 +649,7 @@ def skip_samples(samples: Iterator[Sample], n: int) -> Iterator[Sample]:
 
 
 def stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, *, epoch: int, rank: int,
-                   skip_batches: int = 0, rebalance: Callable | None = None, worker: int = 0,
+                   skip_batches: int = 0, rebalance: Callable | None = None,
                    threads: Width = 1, first_threads: Width = 1,
                    on_first: Callable[[], None] | None = None) -> Iterator[Batch]:
     """The batches of one planned stream: the whole CPU pipeline for it. Reading starts now.
