@@ -241,18 +241,6 @@ class DaliBatch(Batch):
     features: torch.Tensor | None = None
     frames: torch.Tensor | None = None
 
-    def to(self, device: str | torch.device, non_blocking: bool = False) -> "DaliBatch":
-        b = super().to(device, non_blocking)
-        move = (lambda t: None if t is None else t.to(device, non_blocking=non_blocking))
-        return DaliBatch(b.audio, b.lengths, b.targets, b.keys, b.valid, b.index, b.stats,
-                         move(self.features), move(self.frames))
-
-    def pin_memory(self) -> "DaliBatch":
-        b = super().pin_memory()
-        pin = (lambda t: None if t is None else t.pin_memory())
-        return DaliBatch(b.audio, b.lengths, b.targets, b.keys, b.valid, b.index, b.stats,
-                         pin(self.features), pin(self.frames))
-
 
 def _seed(*parts: object) -> int:
     return seed_of("dali", *parts) % (2**31 - 1)
