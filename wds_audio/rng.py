@@ -27,6 +27,14 @@ def sample_rng(seed: int, epoch: int, key: str, purpose: str = "") -> np.random.
     return np.random.default_rng(seed_of(seed, epoch, key, purpose))
 
 
+def sample_uniform(seed: int, epoch: int, key: str, purpose: str = "") -> float:
+    """One uniform draw in [0, 1) from (seed, epoch, key, purpose): the hash's top 53 bits.
+
+    For a single draw per sample (the crop): ~2 us, where building a generator and asking it
+    costs ~20 us."""
+    return (seed_of(seed, epoch, key, purpose) >> 10) / 2.0**53
+
+
 def torch_generator(*parts: object, device: str | torch.device = "cpu") -> torch.Generator:
     g = torch.Generator(device=device)
     g.manual_seed(seed_of(*parts))

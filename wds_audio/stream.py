@@ -30,7 +30,7 @@ from .catalog import Catalog, read_index
 from .config import LoaderConfig
 from .loudness import normalize
 from .plan import Slice, StreamPlan
-from .rng import sample_rng
+from .rng import sample_rng, sample_uniform
 from .threads import cpu_width, ordered_map
 
 log = logging.getLogger(__name__)
@@ -520,11 +520,11 @@ def decode_audio(sample: Sample, pcm: bool, window: Callable[[int, int], tuple[i
     return x, sr
 
 
-def crop_start(length: int, window: int, mode: str, rng: np.random.Generator | None) -> int:
-    """First sample of a ``window`` crop of a ``length``-sample clip (random or centred)."""
+def crop_start(length: int, window: int, mode: str, u: float | None) -> int:
+    """First sample of a ``window`` crop of a ``length``-sample clip: random (``u`` uniform in [0, 1)) or centred."""
     if length <= window:
         return 0
-    return int(rng.integers(length - window + 1)) if mode == "random" else (length - window) // 2  # type: ignore[union-attr]
+    return int(u * (length - window + 1)) if mode == "random" else (length - window) // 2  # type: ignore[operator]
 
 
 def trim(x: np.ndarray, sr: int, top_db: float) -> np.ndarray:
@@ -538,11 +538,11 @@ def trim(x: np.ndarray, sr: int, top_db: float) -> np.ndarray:
     return x[loud[0] * hop: min(len(x), (loud[-1] + 1) * hop)] if loud.size else x
 
 
-def crop(x: np.ndarray, window: int | None, mode: str, rng: np.random.Generator | None) -> np.ndarray:
-    """Random ("random") or centre ("center") crop to ``window``; shorter clips are returned whole."""
+def crop(x: np.ndarray, window: int | None, mode: str, u: float | None) -> np.ndarray:
+    """Random ("random", at ``u`` in [0, 1)) or centre ("center") crop to ``window``; shorter clips are returned whole."""
     if window is None or len(x) <= window:
         return x
-    start = crop_start(len(x), window, mode, rng)
+    start = crop_start(len(x), window, mode, u)
     return x[start:start + window]
 
 
@@ -560,13 +560,13 @@ class Shaper:
         key = sample["__key__"]
         labels = labels_of(sample, self.num_classes)
         mode = "random" if self.cfg.training else ("center" if self.cfg.eval_crop == "center" else "full")
-        rng = sample_rng(self.cfg.seed, self.epoch, key, f"crop{occurrence(sample)}") if mode == "random" else None
+        u = sample_uniform(self.cfg.seed, self.epoch, key, f"crop{occurrence(sample)}") if mode == "random" else None
         target = self.cfg.clip_samples if mode != "full" else None
         if target and not self.cfg.pcm_on_device and self.cfg.trim_db is None:
             # crop before decoding: only the window (in stored samples) is decoded and resampled
             def window(frames: int, sr: int) -> tuple[int, int]:
                 need = -(-target * sr // self.cfg.sample_rate)
-                return (crop_start(frames, need, mode, rng), need) if frames > need else (0, -1)
+                return (crop_start(frames, need, mode, u), need) if frames > need else (0, -1)
             x, sr = decode_audio(sample, False, window)
             x = resample(x.mean(axis=1) if x.shape[1] > 1 else x[:, 0], sr, self.cfg.sample_rate)[:target]
             return self._finish(key, x, labels, sample)
@@ -580,7 +580,7 @@ class Shaper:
             x = resample(x, sr, self.cfg.sample_rate)
             if self.cfg.trim_db is not None:
                 x = trim(x, self.cfg.sample_rate, self.cfg.trim_db)
-        return self._finish(key, crop(x, target, mode, rng), labels, sample)
+        return self._finish(key, crop(x, target, mode, u), labels, sample)
 
     def _finish(self, key: str, x: np.ndarray, labels: np.ndarray, sample: Sample) -> Sample:
         if self.cfg.loudness is not None:

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, TypeVar
 
+import numpy as np
 import torch
 
 T = TypeVar("T")
@@ -153,8 +154,12 @@ class TailWidth:
     finished: torch.Tensor
     cpus: int
 
+    def __post_init__(self) -> None:
+        # asked before every sample: a numpy view of the same memory is read in ~1 us, a torch sum in ~11 us
+        self._flags = self.finished.numpy()
+
     def __call__(self) -> int:
-        active = len(self.finished) - int(self.finished.sum())
+        active = len(self._flags) - int(np.count_nonzero(self._flags))
         return max(1, self.cpus // max(1, active))
 
     def mark(self, worker: int) -> None:
