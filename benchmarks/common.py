@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import os
 import resource
+import statistics
 import threading
 import time
 from pathlib import Path
@@ -119,3 +120,15 @@ def bar_chart(rows: list[dict[str, Any]], key: str, path: Path, title: str) -> N
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def paired_ratio(x: list[float], y: list[float], goal: float) -> tuple[str, bool]:
+    """Row x over row y, measured in the same interleaved rounds: met only when the ratio of the row
+    medians and the median of the per-round ratios (the two rows ran minutes apart at most, under
+    the same outside load) both reach ``goal``. Returns the detail for the report and the verdict."""
+    whole = statistics.median(x) / statistics.median(y)
+    per = [a / b for a, b in zip(x, y)]
+    mid = statistics.median(per)
+    detail = (f"ratio of the row medians {whole:.3f}, median of the per-round ratios {mid:.3f} "
+              f"(rounds: {' '.join(f'{v:.2f}' for v in per)})")
+    return detail, whole >= goal and mid >= goal

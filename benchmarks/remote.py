@@ -52,7 +52,7 @@ import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.common import logmel_frontend, make_clips, markdown_table  # noqa: E402
+from benchmarks.common import logmel_frontend, make_clips, markdown_table, paired_ratio  # noqa: E402
 from wds_audio.sources import SourceOptions  # noqa: E402
 
 SR, SECONDS, CLIP, BATCH, WORKERS = 16000, 5.0, 2.0, 32, 2
@@ -423,13 +423,8 @@ def _report(rows: list[Row], data: str, args: argparse.Namespace, load0: tuple[f
 
 
 def _verdict(name: str, x: list[float], y: list[float], goal: float) -> str:
-    """Met only when the ratio of the row medians and the median of the per-round ratios (the two
-    rows ran minutes apart at most, under the same outside load) both reach the goal."""
-    whole = statistics.median(x) / statistics.median(y)
-    per = [a / b for a, b in zip(x, y)]
-    mid = statistics.median(per)
-    return (f"- {name}: ratio of the row medians {whole:.2f}, median of the per-round ratios {mid:.2f} (rounds: "
-            f"{' '.join(f'{v:.2f}' for v in per)}) -> {'met' if whole >= goal and mid >= goal else 'NOT met'}")
+    detail, met = paired_ratio(x, y, goal)
+    return f"- {name}: {detail} -> {'met' if met else 'NOT met'}"
 
 
 def write_keeping_analysis(path: Path, text: str) -> None:
