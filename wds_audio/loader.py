@@ -21,9 +21,11 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from .catalog import Catalog
 from .config import LoaderConfig
+from .fetchqueue import FetchQueue
 from .heap import keep_freed_memory
 from .plan import EpochPlan, plan_epoch
 from .rng import seed_of
+from .sources import SourceOptions
 from .metrics import LoaderMetrics
 from .stream import Batch, Width, stream_batches
 from .threads import EpochStart, TailWidth, cpu_count
@@ -49,20 +51,37 @@ def run_streams(cfg: LoaderConfig, catalog: Catalog, plan: EpochPlan, streams: l
     done = {s: len(range(s, start, k)) for s in streams}  # batches of stream s before global batch `start`
     left = [(done[s] * k + s, s) for s in streams if done[s] < plan.streams[s].batches]
     first = min(left)[1] if left else None  # the stream of this worker's first batch
+    depth = (cfg.source_options or SourceOptions()).prefetch
+    queue = FetchQueue(depth, depth) if depth > 0 else None  # remote streams fetch through it, most needed first
     gens = {s: stream_batches(cfg, catalog, plan.streams[s], epoch=plan.epoch, rank=plan.rank, skip_batches=done[s],
                               rebalance=rebalance, threads=threads,
                               first_threads=begin.first_threads() if s == first else threads,
-                              on_first=begin.done if s == first else None)
+                              on_first=partial(_first_made, begin, queue) if s == first else None, queue=queue,
+                              streams=k)
             for s in streams}
     counts = dict(done)
-    begin.wait()  # the streams above have started fetching; shaping waits for the lead's first samples
-    for rnd in range(max((sp.batches for sp in plan.streams), default=0)):
-        for s in streams:
-            if counts[s] == rnd and rnd < plan.streams[s].batches:
-                b = next(gens[s])
-                b.index = rnd * k + s
-                counts[s] += 1
-                yield b
+    try:
+        if queue is not None and left:
+            # until this worker's first batch is made, only what that batch reads is fetched: the
+            # other streams' downloads would otherwise take the CPU it is being made with
+            queue.start(horizon=min(left)[0])
+        begin.wait()  # the streams above have started fetching; shaping waits for the lead's first samples
+        for rnd in range(max((sp.batches for sp in plan.streams), default=0)):
+            for s in streams:
+                if counts[s] == rnd and rnd < plan.streams[s].batches:
+                    b = next(gens[s])
+                    b.index = rnd * k + s
+                    counts[s] += 1
+                    yield b
+    finally:
+        if queue is not None:
+            queue.close()
+
+
+def _first_made(begin: EpochStart, queue: FetchQueue | None) -> None:
+    begin.done()
+    if queue is not None:
+        queue.release()
 
 
 class _EpochDataset(IterableDataset):

@@ -58,8 +58,10 @@ class SourceOptions:
     chunk_bytes: size of each ranged GET for s3/gs, and the read buffer.
     cache_dir, cache_bytes: a local ShardCache for remote shards that have a sha256
         (None: no cache; cache_bytes None: no size limit).
-    prefetch: slices (ranged reads) kept in flight ahead of the one being read, on a small thread
-        pool, in order (0: none). Hides per-request latency of remote stores.
+    prefetch: remote reads (a whole shard or a ranged slice) fetched ahead of the one being read,
+        to hide the latency of remote stores (0: none). In the loader, a worker's streams share one
+        queue (wds_audio.fetchqueue): at most ``prefetch`` reads run at once per worker, the one
+        the next batches need first, and each stream holds at most ``prefetch`` fetched ahead.
     prefetch_bytes: memory one stream may hold in prefetched slices: a slice larger than
         ``prefetch_bytes / prefetch`` is opened ahead (its latency hidden) and then streamed,
         not downloaded whole.

@@ -28,6 +28,7 @@ import torch
 from . import sources
 from .catalog import Catalog, read_index
 from .config import LoaderConfig
+from .fetchqueue import FetchQueue
 from .loudness import normalize
 from .plan import Slice, StreamPlan
 from .rng import sample_rng, sample_uniform
@@ -343,8 +344,7 @@ def _group(members: Iterator[tuple[str, bytes]], url: str) -> Iterator[Sample]:
 def _opened(reader: ShardReader, slices: tuple[Slice, ...]) -> Iterator[tuple[Slice, Any]]:
     """(slice, (stream, skip) or the exception opening it); remote slices are fetched ahead."""
     depth = reader.options.prefetch
-    remote = any(sources.scheme_of(reader.catalog.shards[sl.shard].url) in sources.REMOTE for sl in slices)
-    if not (remote and depth > 0):
+    if not (is_remote(reader, slices) and depth > 0):
         for sl in slices:
             try:
                 yield sl, reader.open(sl)
@@ -382,21 +382,33 @@ def opened(reader: ShardReader, slices: tuple[Slice, ...]) -> Iterator[tuple[Sli
     """``_opened``, with the fetching of remote slices started now rather than at the first ``next``:
     a worker makes all its streams before it asks any for a batch, so their first requests overlap."""
     depth = reader.options.prefetch
-    remote = any(sources.scheme_of(reader.catalog.shards[sl.shard].url) in sources.REMOTE for sl in slices)
-    if not (remote and depth > 0):
+    if not (is_remote(reader, slices) and depth > 0):
         return _opened(reader, slices)
-    prefetcher = sources.Prefetcher(fetch_groups(reader, slices), reader.open_group, depth, metrics=reader.metrics)
+    return _ungrouped(sources.Prefetcher(fetch_groups(reader, slices), reader.open_group, depth, metrics=reader.metrics))
 
-    def gen() -> Iterator[tuple[Slice, Any]]:
-        try:
-            for group, got in prefetcher:
-                if isinstance(got, Exception):
-                    yield from ((sl, got) for sl in group)
-                else:
-                    yield from zip(group, got)
-        finally:
-            prefetcher.close()
-    return gen()
+
+def queued(queue: FetchQueue, reader: ShardReader, slices: tuple[Slice, ...],
+           need: Callable[[int], float]) -> Iterator[tuple[Slice, Any]]:
+    """Like ``opened``, with the stream's fetches in a worker's shared ``queue``; ``need(offset)``
+    ranks the fetch of the group starting at the stream's sample ``offset`` (see ``read_batch``)."""
+    groups = fetch_groups(reader, slices)
+    starts = np.cumsum([0] + [sum(len(sl) for sl in g) for g in groups[:-1]]).tolist()
+    return _ungrouped(queue.lane(groups, [need(o) for o in starts], reader.open_group, reader.metrics))
+
+
+def _ungrouped(fetched: Iterator[tuple[tuple[Slice, ...], Any]]) -> Iterator[tuple[Slice, Any]]:
+    try:
+        for group, got in fetched:
+            if isinstance(got, Exception):
+                yield from ((sl, got) for sl in group)
+            else:
+                yield from zip(group, got)
+    finally:
+        getattr(fetched, "close", lambda: None)()
+
+
+def is_remote(reader: ShardReader, slices: tuple[Slice, ...]) -> bool:
+    return any(sources.scheme_of(reader.catalog.shards[sl.shard].url) in sources.REMOTE for sl in slices)
 
 
 def read_stream(reader: ShardReader, plan: StreamPlan, stats: StreamStats, on_error: str,
@@ -439,6 +451,30 @@ def shuffle(samples: Iterator[Sample], size: int, rng: np.random.Generator, init
         j = int(rng.integers(len(buf)))
         buf[j], buf[-1] = buf[-1], buf[j]
         yield buf.pop()
+
+
+def shuffle_reads(yields: int, size: int, initial: int) -> int:
+    """Samples ``shuffle(samples, size, rng, initial)`` has read when it hands out sample number
+    ``yields`` (0-based): those handed out before plus its buffer, which starts at
+    ``min(size, initial)`` and grows by one per sample handed out up to ``size``."""
+    return yields + min(size, min(size, initial) + yields)
+
+
+def read_batch(offset: int, cfg: LoaderConfig, skip_batches: int = 0) -> int:
+    """The batch of its stream (counted after ``skip_batches``) being made when a stream reads its
+    sample ``offset``: a training stream's shuffle buffer reads ahead of its batches."""
+    b = cfg.batch_size
+    if not cfg.training:
+        return max(0, offset // b - skip_batches)
+    size, initial = cfg.shuffle_buffer, min(cfg.shuffle_buffer, b)
+    lo, hi = 0, offset + 1  # the first sample handed out once ``offset`` has been read
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if shuffle_reads(mid, size, initial) > offset:
+            hi = mid
+        else:
+            lo = mid + 1
+    return max(0, lo // b - skip_batches)
 
 
 # ---------------------------------------------------------------- decoding and shaping
@@ -692,17 +728,25 @@ def skip_samples(samples: Iterator[Sample], n: int) -> Iterator[Sample]:
 def stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, *, epoch: int, rank: int,
                    skip_batches: int = 0, rebalance: Callable | None = None,
                    threads: Width = 1, first_threads: Width = 1,
-                   on_first: Callable[[], None] | None = None) -> Iterator[Batch]:
+                   on_first: Callable[[], None] | None = None,
+                   queue: FetchQueue | None = None, streams: int = 1) -> Iterator[Batch]:
     """The batches of one planned stream: the whole CPU pipeline for it. Reading starts now.
 
     ``threads`` samples are shaped at once (``first_threads`` for the first batch), each a number
     or a function asked before every sample (see :class:`~wds_audio.threads.TailWidth`). Torch's own
     thread count is left alone: raising it in a forked worker can deadlock OpenMP. ``on_first`` is
     called when the first batch is made (a frontend's features included, computed on
-    ``first_threads`` threads)."""
+    ``first_threads`` threads). ``queue``: the worker's shared :class:`FetchQueue` for remote
+    shards, ranking this stream's fetches by the epoch's batch index (``streams`` streams
+    interleaved) that first needs them; without one the stream prefetches on its own."""
     reader = ShardReader(catalog, cfg.source_options)
+    if queue is not None and is_remote(reader, plan.slices):
+        slices = queued(queue, reader, plan.slices,
+                        lambda o: (read_batch(o, cfg, skip_batches) + skip_batches) * streams + plan.stream)
+    else:
+        slices = opened(reader, plan.slices)
     return _stream_batches(cfg, catalog, plan, epoch, rank, skip_batches, rebalance, reader,
-                           opened(reader, plan.slices), (threads, first_threads), on_first)
+                           slices, (threads, first_threads), on_first)
 
 
 def _stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, epoch: int, rank: int, skip_batches: int,

@@ -314,3 +314,27 @@ def test_a_shard_changed_on_the_server_is_caught_by_its_sha256_unless_turned_off
         assert sum(m["skipped"].values()) >= train_shards(root)[0]["samples"]
     else:
         assert "checksum" not in src["retries"] and src["failed_shards"] == 0
+
+
+def test_the_first_batch_waits_only_for_the_fetches_it_reads(fault_server: FaultServer) -> None:
+    """A worker's streams fetch through one queue, most needed first: until the first batch is made,
+    only the groups that batch reads are requested (each stream used to start its own fetches at
+    once, and the first batch shared the transfer and the CPU with all of them)."""
+    from wds_audio.stream import ShardReader, fetch_groups, read_batch
+
+    kw = dict(training=True, streams=4, num_workers=0)
+    opts = replace(OPTS, timeout_s=5, prefetch=4)
+    loader = wds_audio.loader(fault_server.base, **{**LOADER, **kw}, source_options=opts)
+    groups = fetch_groups(ShardReader(loader.catalog, opts), loader.plan(0).streams[0].slices)
+    starts = [sum(len(sl) for g in groups[:i] for sl in g) for i in range(len(groups))]
+    wanted = [g for g, o in zip(groups, starts) if read_batch(o, loader.cfg) == 0]
+    assert 0 < len(wanted) < sum(len(fetch_groups(ShardReader(loader.catalog, opts), s.slices))
+                                 for s in loader.plan(0).streams)
+    fault_server.clear()
+    fault_server.latency_s = 0.4  # a fetch started after the first batch is logged 0.4 s later
+    it = iter(loader)
+    first = next(it)
+    served = [p for p, _, status in fault_server.log if p.endswith(".tar")]
+    it.close()
+    assert len(first) == LOADER["batch_size"]
+    assert len(served) == len(wanted)

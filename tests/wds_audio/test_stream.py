@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+import numpy as np
+
+from wds_audio.config import LoaderConfig
 from wds_audio.stream import iter_members
 
 LONG = "d" * 60 + "/" + "e" * 80 + ".json"
@@ -51,3 +54,36 @@ def test_a_shard_cut_inside_a_member_is_a_read_error(demo_shards: Path) -> None:
     data = next(iter(sorted(demo_shards.rglob("*.tar")))).read_bytes()
     with pytest.raises(tarfile.ReadError, match="ends inside"):
         list(iter_members(io.BytesIO(data[:1500]), "cut.tar"))
+
+
+@pytest.mark.parametrize("size,initial", [(256, 32), (10, 32), (64, 1), (1, 1)])
+def test_shuffle_reads_counts_what_the_shuffle_buffer_has_read(size: int, initial: int) -> None:
+    from wds_audio.stream import shuffle, shuffle_reads
+
+    read = 0
+
+    def source(n: int):
+        nonlocal read
+        for i in range(n):
+            read += 1
+            yield i
+
+    n = 600
+    for k, _ in enumerate(shuffle(source(n), size, np.random.default_rng(0), initial)):
+        if read == n:  # draining: nothing more to read
+            break
+        assert read == shuffle_reads(k, size, initial), f"sample {k}"
+
+
+def test_read_batch_is_the_batch_being_made_when_a_sample_is_read() -> None:
+    from wds_audio.stream import read_batch, shuffle_reads
+
+    train = LoaderConfig(source="x", batch_size=4, sample_rate=16000, training=True, shuffle_buffer=16)
+    for offset in range(200):
+        b = read_batch(offset, train)
+        first_yield = b * 4  # the batch's first sample: the offset was not read before the batch began...
+        assert shuffle_reads(first_yield + 3, 16, 4) > offset  # ...and is read by its last sample
+        assert b == 0 or shuffle_reads(first_yield - 1, 16, 4) <= offset
+    assert read_batch(8, train, skip_batches=1) == 0  # counted after the batches skipped on resume
+    evaluation = LoaderConfig(source="x", batch_size=4, sample_rate=16000, training=False)
+    assert [read_batch(o, evaluation) for o in (0, 3, 4, 11)] == [0, 0, 1, 2]
