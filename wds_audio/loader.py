@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Iterator
 
@@ -27,7 +28,7 @@ from .plan import EpochPlan, plan_epoch
 from .rng import seed_of
 from .sources import SourceOptions
 from .metrics import LoaderMetrics
-from .stream import Batch, Width, stream_batches
+from .stream import Batch, Width, is_remote, open_stream, stream_batches
 from .threads import EpochStart, TailWidth, cpu_count
 
 
@@ -40,31 +41,61 @@ def dist_info(cfg: LoaderConfig) -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+@dataclass
+class OpenStreams:
+    """A worker's streams of one epoch, opened: their remote reads queued in one FetchQueue."""
+
+    queue: FetchQueue | None
+    sources: dict[int, tuple[Any, Iterator[Any]]]
+
+    def close(self) -> None:
+        if self.queue is not None:
+            self.queue.close()
+
+
+def open_streams(cfg: LoaderConfig, catalog: Catalog, plan: EpochPlan, streams: list[int], start: int) -> OpenStreams:
+    """Open ``streams`` to be read from global batch ``start`` on. Their remote reads start now,
+    most needed first (see wds_audio.fetchqueue), but only those of this worker's first batch
+    until it is made (:func:`run_streams` lifts that): the other streams' downloads would
+    otherwise take the CPU that batch is made with."""
+    k = len(plan.streams)
+    done = _done(plan, streams, start)
+    depth = (cfg.source_options or SourceOptions()).prefetch
+    queue = FetchQueue(depth, depth) if depth > 0 else None
+    sources = {s: open_stream(cfg, catalog, plan.streams[s], done[s], queue, k) for s in streams}
+    left = [done[s] * k + s for s in streams if done[s] < plan.streams[s].batches]
+    if queue is not None and left:
+        queue.start(horizon=min(left))
+    return OpenStreams(queue, sources)
+
+
+def _done(plan: EpochPlan, streams: list[int], start: int) -> dict[int, int]:
+    """Batches of each stream before global batch ``start``."""
+    return {s: len(range(s, start, len(plan.streams))) for s in streams}
+
+
 def run_streams(cfg: LoaderConfig, catalog: Catalog, plan: EpochPlan, streams: list[int], start: int,
-                rebalance: Any = None, threads: Width = 1, begin: EpochStart | None = None) -> Iterator[Batch]:
+                rebalance: Any = None, threads: Width = 1, begin: EpochStart | None = None,
+                opened: OpenStreams | None = None) -> Iterator[Batch]:
     """Batches of ``streams`` in the rank's global order, from global batch ``start`` on.
 
     ``threads``: samples shaped at once per stream (or a function giving it, asked per sample);
-    ``begin``: how this worker starts (see :class:`~wds_audio.threads.EpochStart`)."""
+    ``begin``: how this worker starts (see :class:`~wds_audio.threads.EpochStart`); ``opened``:
+    the streams opened already by :func:`open_streams` (by default now)."""
     begin = begin or EpochStart()
     k = len(plan.streams)
-    done = {s: len(range(s, start, k)) for s in streams}  # batches of stream s before global batch `start`
+    done = _done(plan, streams, start)
     left = [(done[s] * k + s, s) for s in streams if done[s] < plan.streams[s].batches]
     first = min(left)[1] if left else None  # the stream of this worker's first batch
-    depth = (cfg.source_options or SourceOptions()).prefetch
-    queue = FetchQueue(depth, depth) if depth > 0 else None  # remote streams fetch through it, most needed first
+    opened = opened or open_streams(cfg, catalog, plan, streams, start)
     gens = {s: stream_batches(cfg, catalog, plan.streams[s], epoch=plan.epoch, rank=plan.rank, skip_batches=done[s],
                               rebalance=rebalance, threads=threads,
                               first_threads=begin.first_threads() if s == first else threads,
-                              on_first=partial(_first_made, begin, queue) if s == first else None, queue=queue,
-                              streams=k)
+                              on_first=partial(_first_made, begin, opened.queue) if s == first else None,
+                              source=opened.sources[s])
             for s in streams}
     counts = dict(done)
     try:
-        if queue is not None and left:
-            # until this worker's first batch is made, only what that batch reads is fetched: the
-            # other streams' downloads would otherwise take the CPU it is being made with
-            queue.start(horizon=min(left)[0])
         begin.wait()  # the streams above have started fetching; shaping waits for the lead's first samples
         for rnd in range(max((sp.batches for sp in plan.streams), default=0)):
             for s in streams:
@@ -74,14 +105,13 @@ def run_streams(cfg: LoaderConfig, catalog: Catalog, plan: EpochPlan, streams: l
                     counts[s] += 1
                     yield b
     finally:
-        if queue is not None:
-            queue.close()
+        opened.close()
 
 
 def _first_made(begin: EpochStart, queue: FetchQueue | None) -> None:
     begin.done()
     if queue is not None:
-        queue.release()
+        queue.release()  # the worker's first batch is out: every stream fetches ahead from now on
 
 
 class _EpochDataset(IterableDataset):
@@ -112,8 +142,38 @@ class _EpochDataset(IterableDataset):
             lead = (start % len(plan.streams)) % nw == 0
             begin = EpochStart(self.state[2:], lead=lead and wid == 0, gated=lead and wid != 0,
                                threads=max(self.cfg.decode_threads or 1, cpus))
-        batches = run_streams(self.cfg, self.catalog, plan, mine, start, self.rebalance, threads, begin)
-        return _then(batches, partial(threads.mark, wid)) if isinstance(threads, TailWidth) else batches
+        key = (id(self), epoch, start, wid, nw)
+        batches = run_streams(self.cfg, self.catalog, plan, mine, start, self.rebalance, threads, begin,
+                              _take_ahead(key))
+        if isinstance(threads, TailWidth):
+            batches = _then(batches, partial(threads.mark, wid))
+        if info is not None and self.cfg.persistent_workers:
+            batches = _then(batches, partial(self._open_ahead, epoch + 1, wid, nw))
+        return batches
+
+    def _open_ahead(self, epoch: int, wid: int, nw: int) -> None:
+        """A persistent worker that has made its last batch opens its streams of the next epoch
+        (from its start: what the loader does next unless told otherwise), so their first
+        remote reads arrive while the other workers finish and the next epoch does not begin
+        by waiting for the network. Kept until that epoch begins; dropped if another does."""
+        plan = self.plan(epoch)
+        mine = [s for s in range(len(plan.streams)) if s % nw == wid]
+        if any(is_remote(self.catalog, plan.streams[s].slices) for s in mine):
+            _AHEAD[os.getpid()] = ((id(self), epoch, 0, wid, nw), open_streams(self.cfg, self.catalog, plan, mine, 0))
+
+
+_AHEAD: dict[int, tuple[tuple[int, ...], OpenStreams]] = {}  # pid -> (what epoch start, its opened streams)
+
+
+def _take_ahead(key: tuple[int, ...]) -> OpenStreams | None:
+    """The streams opened ahead for ``key`` (dataset, epoch, start, worker, workers), if they were."""
+    got = _AHEAD.pop(os.getpid(), None)
+    if got is None:
+        return None
+    if got[0] == key:
+        return got[1]
+    got[1].close()  # another epoch or start was asked for (set_epoch, load_state_dict)
+    return None
 
 
 def _then(batches: Iterator[Batch], done: Callable[[], None]) -> Iterator[Batch]:

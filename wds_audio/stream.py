@@ -344,7 +344,7 @@ def _group(members: Iterator[tuple[str, bytes]], url: str) -> Iterator[Sample]:
 def _opened(reader: ShardReader, slices: tuple[Slice, ...]) -> Iterator[tuple[Slice, Any]]:
     """(slice, (stream, skip) or the exception opening it); remote slices are fetched ahead."""
     depth = reader.options.prefetch
-    if not (is_remote(reader, slices) and depth > 0):
+    if not (is_remote(reader.catalog, slices) and depth > 0):
         for sl in slices:
             try:
                 yield sl, reader.open(sl)
@@ -382,7 +382,7 @@ def opened(reader: ShardReader, slices: tuple[Slice, ...]) -> Iterator[tuple[Sli
     """``_opened``, with the fetching of remote slices started now rather than at the first ``next``:
     a worker makes all its streams before it asks any for a batch, so their first requests overlap."""
     depth = reader.options.prefetch
-    if not (is_remote(reader, slices) and depth > 0):
+    if not (is_remote(reader.catalog, slices) and depth > 0):
         return _opened(reader, slices)
     return _ungrouped(sources.Prefetcher(fetch_groups(reader, slices), reader.open_group, depth, metrics=reader.metrics))
 
@@ -407,8 +407,20 @@ def _ungrouped(fetched: Iterator[tuple[tuple[Slice, ...], Any]]) -> Iterator[tup
         getattr(fetched, "close", lambda: None)()
 
 
-def is_remote(reader: ShardReader, slices: tuple[Slice, ...]) -> bool:
-    return any(sources.scheme_of(reader.catalog.shards[sl.shard].url) in sources.REMOTE for sl in slices)
+def is_remote(catalog: Catalog, slices: tuple[Slice, ...]) -> bool:
+    return any(sources.scheme_of(catalog.shards[sl.shard].url) in sources.REMOTE for sl in slices)
+
+
+def open_stream(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, skip_batches: int = 0,
+                queue: FetchQueue | None = None, streams: int = 1) -> tuple[ShardReader, Iterator[tuple[Slice, Any]]]:
+    """A stream's reader and its slices, opened (remote ones fetched ahead) from now on: through
+    the worker's shared ``queue``, ranked by the epoch's batch index (``streams`` streams
+    interleaved) that first reads them, or else on the stream's own."""
+    reader = ShardReader(catalog, cfg.source_options)
+    if queue is not None and is_remote(catalog, plan.slices):
+        need = lambda o: (read_batch(o, cfg, skip_batches) + skip_batches) * streams + plan.stream  # noqa: E731
+        return reader, queued(queue, reader, plan.slices, need)
+    return reader, opened(reader, plan.slices)
 
 
 def read_stream(reader: ShardReader, plan: StreamPlan, stats: StreamStats, on_error: str,
@@ -729,22 +741,16 @@ def stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, *, epo
                    skip_batches: int = 0, rebalance: Callable | None = None,
                    threads: Width = 1, first_threads: Width = 1,
                    on_first: Callable[[], None] | None = None,
-                   queue: FetchQueue | None = None, streams: int = 1) -> Iterator[Batch]:
+                   source: tuple[ShardReader, Iterator[tuple[Slice, Any]]] | None = None) -> Iterator[Batch]:
     """The batches of one planned stream: the whole CPU pipeline for it. Reading starts now.
 
     ``threads`` samples are shaped at once (``first_threads`` for the first batch), each a number
     or a function asked before every sample (see :class:`~wds_audio.threads.TailWidth`). Torch's own
     thread count is left alone: raising it in a forked worker can deadlock OpenMP. ``on_first`` is
     called when the first batch is made (a frontend's features included, computed on
-    ``first_threads`` threads). ``queue``: the worker's shared :class:`FetchQueue` for remote
-    shards, ranking this stream's fetches by the epoch's batch index (``streams`` streams
-    interleaved) that first needs them; without one the stream prefetches on its own."""
-    reader = ShardReader(catalog, cfg.source_options)
-    if queue is not None and is_remote(reader, plan.slices):
-        slices = queued(queue, reader, plan.slices,
-                        lambda o: (read_batch(o, cfg, skip_batches) + skip_batches) * streams + plan.stream)
-    else:
-        slices = opened(reader, plan.slices)
+    ``first_threads`` threads). ``source``: the stream opened by :func:`open_stream` (by default
+    now, on its own)."""
+    reader, slices = source or open_stream(cfg, catalog, plan, skip_batches)
     return _stream_batches(cfg, catalog, plan, epoch, rank, skip_batches, rebalance, reader,
                            slices, (threads, first_threads), on_first)
 

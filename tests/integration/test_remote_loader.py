@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import tarfile
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -338,3 +339,50 @@ def test_the_first_batch_waits_only_for_the_fetches_it_reads(fault_server: Fault
     it.close()
     assert len(first) == LOADER["batch_size"]
     assert len(served) == len(wanted)
+
+
+def _epochs(loader: Any, epochs: list[int]) -> list[Epoch]:
+    out = []
+    for e in epochs:
+        if e != loader.epoch:
+            loader.set_epoch(e)
+        out.append([(b.keys, b.audio.clone(), b.targets.clone(), b.lengths.clone(), b.valid.clone()) for b in loader])
+    return out
+
+
+def _settled_tar_requests(srv: FaultServer) -> Counter[tuple[str, str | None]]:
+    """(path, Range) of every tar request answered so far, once no more have come for 0.3 s."""
+    import time
+
+    n, since = -1, time.monotonic()
+    while time.monotonic() - since < 0.3:
+        if len(srv.log) != n:
+            n, since = len(srv.log), time.monotonic()
+        time.sleep(0.01)
+    return Counter((p, rng) for p, rng, _ in list(srv.log) if p.endswith(".tar"))
+
+
+def test_persistent_workers_fetch_the_next_epochs_first_batch_before_it_begins(
+        fault_server: FaultServer, demo_shards: Path) -> None:
+    """A persistent worker that has made its last batch opens the next epoch's streams: that
+    epoch's first reads are requested before it is iterated, and it is the same epoch, batch for
+    batch, with no read made twice. An epoch other than the next (set_epoch) drops them."""
+    kw = dict(training=True, num_workers=2, streams=4)
+    want = _epochs(wds_audio.loader(str(demo_shards), **{**LOADER, **kw}), [0, 1, 5])
+    reads = []  # the requests of epochs 0, 1, 2 from workers that end with each epoch (nothing read ahead)
+    for e in range(3):
+        fault_server.clear()
+        _epochs(wds_audio.loader(fault_server.base, **{**LOADER, **kw}, source_options=OPTS), [e])
+        reads.append(_settled_tar_requests(fault_server))
+    fault_server.clear()
+    loader = wds_audio.loader(fault_server.base, **{**LOADER, **kw}, persistent_workers=True, source_options=OPTS)
+    got = _epochs(loader, [0])
+    ahead = _settled_tar_requests(fault_server) - reads[0]
+    assert ahead and not ahead - reads[1], f"epoch 1 read ahead: {ahead}"
+    got += _epochs(loader, [1])
+    ahead = _settled_tar_requests(fault_server) - reads[0] - reads[1]
+    assert ahead and not ahead - reads[2], f"more than epoch 1 and epoch 2's first reads: {ahead}"
+    got += _epochs(loader, [5])  # not the epoch opened ahead (2): those reads are dropped
+    for g, w in zip(got, want):
+        assert_same(g, w)
+    assert loader.metrics()["skipped"] == {}
