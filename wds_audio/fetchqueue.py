@@ -69,7 +69,8 @@ class FetchQueue:
 
     def start(self, horizon: float = float("inf")) -> None:
         """Begin fetching (once every lane is known, so the first fetches are the most needed),
-        only items needed no later than ``horizon`` until :meth:`release` (or a consumer waits)."""
+        only items needed no later than ``horizon`` until :meth:`release` (or a consumer waits).
+        Called again, it sets a new horizon (fetches already running go on)."""
         with self._lock:
             self._started, self._horizon = True, horizon
             self._dispatch()

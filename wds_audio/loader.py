@@ -53,11 +53,13 @@ class OpenStreams:
             self.queue.close()
 
 
-def open_streams(cfg: LoaderConfig, catalog: Catalog, plan: EpochPlan, streams: list[int], start: int) -> OpenStreams:
+def open_streams(cfg: LoaderConfig, catalog: Catalog, plan: EpochPlan, streams: list[int], start: int,
+                 first_round: bool = False) -> OpenStreams:
     """Open ``streams`` to be read from global batch ``start`` on. Their remote reads start now,
     most needed first (see wds_audio.fetchqueue), but only those of this worker's first batch
-    until it is made (:func:`run_streams` lifts that): the other streams' downloads would
-    otherwise take the CPU that batch is made with."""
+    (``first_round``: the first batch of each of its streams) until its first batch is made
+    (:func:`run_streams` lifts that): the other streams' downloads would otherwise take the CPU
+    that batch is made with."""
     k = len(plan.streams)
     done = _done(plan, streams, start)
     depth = (cfg.source_options or SourceOptions()).prefetch
@@ -65,7 +67,7 @@ def open_streams(cfg: LoaderConfig, catalog: Catalog, plan: EpochPlan, streams: 
     sources = {s: open_stream(cfg, catalog, plan.streams[s], done[s], queue, k) for s in streams}
     left = [done[s] * k + s for s in streams if done[s] < plan.streams[s].batches]
     if queue is not None and left:
-        queue.start(horizon=min(left))
+        queue.start(horizon=max(left) if first_round else min(left))
     return OpenStreams(queue, sources)
 
 
@@ -153,13 +155,16 @@ class _EpochDataset(IterableDataset):
 
     def _open_ahead(self, epoch: int, wid: int, nw: int) -> None:
         """A persistent worker that has made its last batch opens its streams of the next epoch
-        (from its start: what the loader does next unless told otherwise), so their first
-        remote reads arrive while the other workers finish and the next epoch does not begin
-        by waiting for the network. Kept until that epoch begins; dropped if another does."""
+        (from its start: what the loader does next unless told otherwise) and fetches what the
+        first batch of each of them reads, while the other workers finish: the next epoch does
+        not begin by waiting for the network. Kept until that epoch begins; dropped if another does.
+        (Only the worker's first batch's reads ahead, then the rest once it is made, measured
+        ~7 % fewer clips/s over HTTP with 20 ms latency: the other streams' first batches waited.)"""
         plan = self.plan(epoch)
         mine = [s for s in range(len(plan.streams)) if s % nw == wid]
         if any(is_remote(self.catalog, plan.streams[s].slices) for s in mine):
-            _AHEAD[os.getpid()] = ((id(self), epoch, 0, wid, nw), open_streams(self.cfg, self.catalog, plan, mine, 0))
+            opened = open_streams(self.cfg, self.catalog, plan, mine, 0, first_round=True)
+            _AHEAD[os.getpid()] = ((id(self), epoch, 0, wid, nw), opened)
 
 
 _AHEAD: dict[int, tuple[tuple[int, ...], OpenStreams]] = {}  # pid -> (what epoch start, its opened streams)
