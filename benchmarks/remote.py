@@ -171,20 +171,30 @@ class Row:
     run: Callable[[], tuple[float, dict[str, Any]]]
     notes: str = ""
     rates: list[float] = field(default_factory=list)
+    firsts: list[float] = field(default_factory=list)  # ms from an epoch's start to its first batch, per round
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _timed_epochs(epoch: Callable[[], int], epochs: int, server: Server | None) -> tuple[float, dict[str, Any]]:
-    """One untimed warm-up epoch, then clips/s over ``epochs`` epochs, and the server's requests and CPU
-    seconds per epoch (the server shares the machine's cores with the loader)."""
-    epoch()
+def _timed_epochs(batches: Callable[[], Iterator[Any]], epochs: int,
+                  server: Server | None) -> tuple[float, dict[str, Any]]:
+    """One untimed warm-up epoch, then clips/s over ``epochs`` epochs, the median time from an
+    epoch's start to its first batch, and the server's requests and CPU seconds per epoch (the
+    server shares the machine's cores with the loader)."""
+    sum(len(b) for b in batches())
     if server:
         server.take()
     t0 = time.perf_counter()
-    clips = sum(epoch() for _ in range(epochs))
+    clips, firsts = 0, []
+    for _ in range(epochs):
+        t = time.perf_counter()
+        for i, b in enumerate(batches()):
+            if i == 0:
+                firsts.append(time.perf_counter() - t)
+            clips += len(b)
     rate = clips / (time.perf_counter() - t0)
     requests, cpu = server.take() if server else (None, None)
-    return rate, {"requests_per_epoch": None if requests is None else requests / epochs,
+    return rate, {"first_batch_ms": 1000 * statistics.median(firsts),
+                  "requests_per_epoch": None if requests is None else requests / epochs,
                   "server_cpu_s_per_epoch": None if cpu is None else cpu / epochs}
 
 
@@ -197,7 +207,7 @@ def ours(source: str, env: dict[str, str], epochs: int, server: Server | None, *
     with environ(env):
         loader = wds_audio.loader(source, batch_size=BATCH, sample_rate=SR, clip_seconds=CLIP, num_workers=WORKERS,
                                   seed=0, training=True, persistent_workers=True, source_options=opts, **kw)
-        rate, extra = _timed_epochs(lambda: sum(len(b) for b in loader), epochs, server)
+        rate, extra = _timed_epochs(lambda: iter(loader), epochs, server)
         m = loader.metrics()
         del loader  # shuts the persistent workers down
         gc.collect()
@@ -255,7 +265,7 @@ def file_per_clip(src: Path, server: Server, epochs: int, features: bool = True)
     extra: dict[str, Any] = {"collate_fn": _FeatureCollate()} if features else {}
     dl = torch.utils.data.DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=WORKERS, persistent_workers=True,
                                      **extra)
-    rate, extra = _timed_epochs(lambda: sum(len(x) for x, _ in dl), epochs, server)
+    rate, extra = _timed_epochs(lambda: (x for x, _ in dl), epochs, server)
     del dl
     gc.collect()
     return rate, {**extra, "MB_per_epoch": sum(
@@ -295,6 +305,7 @@ def measure(rows: list[Row], rounds: int) -> None:
         for row in rows[k:] + rows[:k]:
             rate, extra = row.run()
             row.rates.append(rate)
+            row.firsts.append(extra.pop("first_batch_ms"))
             row.extra = extra
             print(f"  round {r + 1}/{rounds} {row.name}: {rate:.0f} clips/s {extra}", flush=True)
 
@@ -307,9 +318,11 @@ def table_rows(rows: list[Row], local: float) -> list[dict[str, Any]]:
         med = statistics.median(row.rates)
         ref = light if row.name.startswith(LIGHT) and light else local
         rpe, cpu, mb = (row.extra.get(k) for k in ("requests_per_epoch", "server_cpu_s_per_epoch", "MB_per_epoch"))
+        first = statistics.median(row.firsts) if row.firsts else None
         out.append({"name": row.name, "latency_ms": row.latency_ms,
                     "clips_per_s": med, "range": f"{min(row.rates):.0f}-{max(row.rates):.0f}",
-                    "x_local": med / ref, "requests_per_epoch": "" if rpe is None else f"{rpe:.0f}",
+                    "x_local": med / ref, "first_batch_ms": "" if first is None else f"{first:.0f}",
+                    "requests_per_epoch": "" if rpe is None else f"{rpe:.0f}",
                     "MB_per_epoch": f"{mb:.1f}" if mb else "",
                     "server_cpu_s_per_epoch": "" if cpu is None else f"{cpu:.2f}", "notes": row.notes})
     return out
@@ -406,14 +419,15 @@ def _report(rows: list[Row], data: str, args: argparse.Namespace, load0: tuple[f
     verdicts = "\n".join(_verdict(name, by[x].rates, by[y].rates, goal) for name, x, y, goal in pairs)
     local = statistics.median(by["ours, local disk"].rates)
     table = markdown_table(table_rows(rows, local), ["name", "latency_ms", "clips_per_s", "range", "x_local",
-                                                     "requests_per_epoch", "MB_per_epoch", "server_cpu_s_per_epoch", "notes"])
+                                                     "first_batch_ms", "requests_per_epoch", "MB_per_epoch", "server_cpu_s_per_epoch", "notes"])
     text = (f"# Remote reads: local vs HTTP vs S3, and one request per clip\n\n"
             f"`benchmarks/remote.py{' --quick' if args.quick else ''}{' --sweep' if args.sweep else ''}`: {data} "
             f"(5-s FLAC, 16 kHz), the full CPU pipeline: decode + random {CLIP:g}-s crop + log-mel (64 mels) + "
             f"SpecAugment in the workers (\"{LIGHT}\" rows: the GPU setup's CPU work alone), batch {BATCH}, num_workers {WORKERS} "
             f"(persistent), prefetch {SourceOptions.prefetch} (the default), 8 streams unless noted. Median of {args.rounds} interleaved round(s) (the "
             f"order rotated by one row each round) of {args.epochs} timed epoch(s) after a warm-up epoch; a goal is met "
-            f"when both the ratio of the row medians and the median of the per-round ratios reach it. {len(os.sched_getaffinity(0))} CPU cores shared "
+            f"when both the ratio of the row medians and the median of the per-round ratios reach it; first_batch_ms: time from a "
+            f"timed epoch's start to its first batch (median over epochs, then rounds). {len(os.sched_getaffinity(0))} CPU cores shared "
             f"with other jobs; 1-min load average {load0[0]:.1f} at the start, {load1[0]:.1f} at the end.\n\n"
             f"{table}\n\n{verdicts}\n")
     print(text)
