@@ -9,6 +9,8 @@ import pytest
 from wds_audio.fetchqueue import FetchQueue
 from wds_audio.sources import SourceMetrics
 
+from .test_sources import wait_for
+
 
 class Opener:
     """Records the order of opens and how many run at once; optionally blocks until released."""
@@ -48,13 +50,6 @@ class Handle:
         self.closed = True
 
 
-def _wait_for(cond, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.005)
-
-
 def test_each_lane_keeps_its_order_and_gets_errors_in_place() -> None:
     q = FetchQueue(depth=3, ahead=2)
     opener = Opener(fail={"a2", "b0"})
@@ -78,7 +73,7 @@ def test_fetches_follow_the_needs_across_lanes() -> None:
              q.lane(["b0", "b1", "b2"], [2, 10, 18], opener),
              q.lane(["c0", "c1"], [4, 12], opener)]
     q.start()
-    _wait_for(lambda: len(opener.calls) == 8)
+    wait_for(lambda: len(opener.calls) == 8)
     assert opener.calls == ["a0", "b0", "c0", "a1", "b1", "c1", "a2", "b2"]
     for lane in lanes:
         assert len(list(lane)) in (2, 3)
@@ -109,11 +104,11 @@ def test_a_lane_fetches_at_most_ahead_items_beyond_those_taken() -> None:
     opener = Opener()
     lane = q.lane([f"a{i}" for i in range(8)], list(range(8)), opener)
     q.start()
-    _wait_for(lambda: len(opener.calls) >= 2)
+    wait_for(lambda: len(opener.calls) >= 2)
     time.sleep(0.05)
     assert opener.calls == ["a0", "a1"]  # nothing taken yet: two ahead
     next(lane)  # a0 taken: a1, a2 may be fetched
-    _wait_for(lambda: len(opener.calls) >= 3)
+    wait_for(lambda: len(opener.calls) >= 3)
     time.sleep(0.05)
     assert opener.calls == ["a0", "a1", "a2"]
     lane.close()
@@ -125,11 +120,11 @@ def test_the_horizon_holds_back_later_needs_until_released() -> None:
     a = q.lane(["a0", "a1", "a2"], [0, 0, 8], opener)
     b = q.lane(["b0", "b1"], [2, 10], opener)
     q.start(horizon=0)
-    _wait_for(lambda: len(opener.calls) >= 2)
+    wait_for(lambda: len(opener.calls) >= 2)
     time.sleep(0.05)
     assert sorted(opener.calls) == ["a0", "a1"]
     q.release()
-    _wait_for(lambda: len(opener.calls) == 5)
+    wait_for(lambda: len(opener.calls) == 5)
     assert opener.calls[2:] == ["b0", "a2", "b1"]
     list(a), list(b)
 
@@ -151,7 +146,7 @@ def test_a_waiting_consumer_jumps_the_queue() -> None:
     a = q.lane(["a0", "a1", "a2"], [0, 1, 2], opener)
     b = q.lane(["b0"], [5], opener)
     q.start()
-    _wait_for(lambda: opener.calls == ["a0"])
+    wait_for(lambda: opener.calls == ["a0"])
     got: list = []
     t = threading.Thread(target=lambda: got.append(next(b)))
     t.start()  # b0 is needed now, before a1 and a2
@@ -181,7 +176,7 @@ def test_closing_early_closes_what_was_fetched_and_stops_the_threads() -> None:
     q.start()
     first = next(a)[1]
     q.close()
-    _wait_for(lambda: not any(t.name.startswith("wds-audio-fetch") for t in set(threading.enumerate()) - before))
+    wait_for(lambda: not any(t.name.startswith("wds-audio-fetch") for t in set(threading.enumerate()) - before))
     assert len(opener.opened) <= 2 + 3 + 3
     assert not first.closed  # the consumer owns what it was handed
     assert all(h.closed for h in opener.opened if h is not first)

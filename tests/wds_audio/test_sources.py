@@ -294,7 +294,7 @@ def test_prefetch_keeps_order_and_delivers_errors_in_place(depth: int) -> None:
             assert item == u
 
 
-def _wait_for(cond, timeout: float = 5.0) -> None:
+def wait_for(cond, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         assert time.monotonic() < deadline, "condition not reached"
@@ -305,11 +305,11 @@ def test_prefetch_runs_ahead_by_depth_only() -> None:
     opener = Opener()
     it = prefetch([f"u{i}" for i in range(10)], opener, depth=2)
     next(it)  # holding u0: the thread may open u1 and u2, no more
-    _wait_for(lambda: len(opener.calls) >= 3)
+    wait_for(lambda: len(opener.calls) >= 3)
     time.sleep(0.1)
     assert opener.calls == ["u0", "u1", "u2"]
     next(it)
-    _wait_for(lambda: len(opener.calls) >= 4)
+    wait_for(lambda: len(opener.calls) >= 4)
     time.sleep(0.1)
     assert len(opener.calls) == 4
     it.close()
@@ -328,7 +328,7 @@ def test_leaving_prefetch_early_stops_the_thread_and_closes_unused_shards() -> N
     before = set(threading.enumerate())  # prefetch threads of earlier tests in this process are not ours
     for _, f in prefetch([f"u{i}" for i in range(10)], opener, depth=3):
         break
-    _wait_for(lambda: not any(t.name.startswith("wds-audio-prefetch") for t in set(threading.enumerate()) - before))
+    wait_for(lambda: not any(t.name.startswith("wds-audio-prefetch") for t in set(threading.enumerate()) - before))
     assert len(opener.opened) <= 4
     assert all(f.closed for f in opener.opened[1:])  # all but the one handed out
 
