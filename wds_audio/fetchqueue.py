@@ -2,8 +2,8 @@
 
 A worker reads several streams (see plan.py) and hands out their batches in turn. Each stream
 used to fetch its shards ``prefetch`` deep on its own: at an epoch's start a worker with 4 streams
-started 16 downloads at once, and the two the first batch waited for shared the CPU with 14 others
-(measured, HTTP with 20 ms latency on 2 cores: they arrived 70-270 ms into the epoch where one alone
+started 16 downloads at once, and the 2-4 its first batch read shared the CPU with the others
+(traced, HTTP with 20 ms latency on 2 cores: they arrived 70-270 ms into the epoch where one alone
 takes ~25 ms). Here the streams' fetches wait in one queue ordered by the batch that will first need
 them, at most ``depth`` run at once, and each stream still holds at most ``ahead`` fetched items it
 has not begun to read (the memory bound of a per-stream prefetcher).

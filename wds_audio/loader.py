@@ -135,7 +135,7 @@ class _EpochDataset(IterableDataset):
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
         epoch, start, _ = (int(v) for v in self.state.tolist())
         plan = self.plan(epoch)
-        mine = [s for s in range(len(plan.streams)) if s % nw == wid]
+        mine = _streams_of(plan, wid, nw)
         threads, begin = self.cfg.decode_threads or 1, EpochStart()  # the training process: 1 unless asked
         if info is not None:
             cpus = cpu_count()
@@ -158,13 +158,17 @@ class _EpochDataset(IterableDataset):
         (from its start: what the loader does next unless told otherwise) and fetches what the
         first batch of each of them reads, while the other workers finish: the next epoch does
         not begin by waiting for the network. Kept until that epoch begins; dropped if another does.
-        (Only the worker's first batch's reads ahead, then the rest once it is made, measured
-        ~7 % fewer clips/s over HTTP with 20 ms latency: the other streams' first batches waited.)"""
+        (Reading ahead only the worker's own first batch measured 0.5-14 % fewer clips/s, decode +
+        crop over HTTP with 20 ms latency, 6 alternating runs: the other streams' first batches waited.)"""
         plan = self.plan(epoch)
-        mine = [s for s in range(len(plan.streams)) if s % nw == wid]
+        mine = _streams_of(plan, wid, nw)
         if any(is_remote(self.catalog, plan.streams[s].slices) for s in mine):
             opened = open_streams(self.cfg, self.catalog, plan, mine, 0, first_round=True)
             _AHEAD[os.getpid()] = ((id(self), epoch, 0, wid, nw), opened)
+
+
+def _streams_of(plan: EpochPlan, worker: int, workers: int) -> list[int]:
+    return [s for s in range(len(plan.streams)) if s % workers == worker]
 
 
 _AHEAD: dict[int, tuple[tuple[int, ...], OpenStreams]] = {}  # pid -> (what epoch start, its opened streams)
