@@ -342,20 +342,12 @@ def _group(members: Iterator[tuple[str, bytes]], url: str) -> Iterator[Sample]:
 
 
 def _opened(reader: ShardReader, slices: tuple[Slice, ...]) -> Iterator[tuple[Slice, Any]]:
-    """(slice, (stream, skip) or the exception opening it); remote slices are fetched ahead."""
-    depth = reader.options.prefetch
-    if not (is_remote(reader.catalog, slices) and depth > 0):
-        for sl in slices:
-            try:
-                yield sl, reader.open(sl)
-            except Exception as e:  # noqa: BLE001 - handled by the caller's policy
-                yield sl, e
-        return
-    prefetcher = sources.Prefetcher(slices, lambda sl: reader.open(sl, fetch=True), depth, metrics=reader.metrics)
-    try:
-        yield from prefetcher
-    finally:
-        prefetcher.close()
+    """(slice, (stream, skip) or the exception opening it), each opened when it is reached."""
+    for sl in slices:
+        try:
+            yield sl, reader.open(sl)
+        except Exception as e:  # noqa: BLE001 - handled by the caller's policy
+            yield sl, e
 
 
 def fetch_groups(reader: ShardReader, slices: tuple[Slice, ...]) -> list[tuple[Slice, ...]]:
@@ -378,19 +370,11 @@ def fetch_groups(reader: ShardReader, slices: tuple[Slice, ...]) -> list[tuple[S
     return out
 
 
-def opened(reader: ShardReader, slices: tuple[Slice, ...]) -> Iterator[tuple[Slice, Any]]:
-    """``_opened``, with the fetching of remote slices started now rather than at the first ``next``:
-    a worker makes all its streams before it asks any for a batch, so their first requests overlap."""
-    depth = reader.options.prefetch
-    if not (is_remote(reader.catalog, slices) and depth > 0):
-        return _opened(reader, slices)
-    return _ungrouped(sources.Prefetcher(fetch_groups(reader, slices), reader.open_group, depth, metrics=reader.metrics))
-
-
 def queued(queue: FetchQueue, reader: ShardReader, slices: tuple[Slice, ...],
            need: Callable[[int], float]) -> Iterator[tuple[Slice, Any]]:
-    """Like ``opened``, with the stream's fetches in a worker's shared ``queue``; ``need(offset)``
-    ranks the fetch of the group starting at the stream's sample ``offset`` (see ``read_batch``)."""
+    """(slice, (stream, skip) or the exception opening it), fetched ahead through ``queue`` (see
+    ``fetch_groups``); ``need(offset)`` ranks the fetch of the group starting at the stream's sample
+    ``offset`` (see ``read_batch``)."""
     groups = fetch_groups(reader, slices)
     starts = np.cumsum([0] + [sum(len(sl) for sl in g) for g in groups[:-1]]).tolist()
     return _ungrouped(queue.lane(groups, [need(o) for o in starts], reader.open_group, reader.metrics))
@@ -413,21 +397,28 @@ def is_remote(catalog: Catalog, slices: tuple[Slice, ...]) -> bool:
 
 def open_stream(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, skip_batches: int = 0,
                 queue: FetchQueue | None = None, streams: int = 1) -> tuple[ShardReader, Iterator[tuple[Slice, Any]]]:
-    """A stream's reader and its slices, opened (remote ones fetched ahead) from now on: through
-    the worker's shared ``queue``, ranked by the epoch's batch index (``streams`` streams
-    interleaved) that first reads them, or else on the stream's own."""
+    """A stream's reader and its slices. Remote ones (with ``prefetch`` > 0) are fetched ahead from
+    now on, ranked by the epoch's batch index (``streams`` streams interleaved) that first reads
+    them: through the worker's shared ``queue`` (started by its owner), else through one of the
+    stream's own. Local ones are opened as they are reached."""
     reader = ShardReader(catalog, cfg.source_options)
-    if queue is not None and is_remote(catalog, plan.slices):
-        need = lambda o: (read_batch(o, cfg, skip_batches) + skip_batches) * streams + plan.stream  # noqa: E731
-        return reader, queued(queue, reader, plan.slices, need)
-    return reader, opened(reader, plan.slices)
+    depth = reader.options.prefetch
+    if not (is_remote(catalog, plan.slices) and depth > 0):
+        return reader, _opened(reader, plan.slices)
+    own = queue is None
+    queue = queue or FetchQueue(depth, depth)
+    need = lambda o: (read_batch(o, cfg, skip_batches) + skip_batches) * streams + plan.stream  # noqa: E731
+    slices = queued(queue, reader, plan.slices, need)
+    if own:
+        queue.start()
+    return reader, slices
 
 
-def read_stream(reader: ShardReader, plan: StreamPlan, stats: StreamStats, on_error: str,
-                slices: Iterator[tuple[Slice, Any]] | None = None) -> Iterator[Sample]:
-    """All samples of a stream's slices (opened by ``slices``, default ``_opened``), with placeholders
+def read_stream(reader: ShardReader, stats: StreamStats, on_error: str,
+                slices: Iterator[tuple[Slice, Any]]) -> Iterator[Sample]:
+    """All samples of a stream's ``slices`` (as :func:`open_stream` gives them), with placeholders
     for what could not be read."""
-    for sl, got in (slices if slices is not None else _opened(reader, plan.slices)):
+    for sl, got in slices:
         done = 0
         try:
             if isinstance(got, Exception):
@@ -760,7 +751,7 @@ def _stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, epoch
                     threads: tuple[Width, Width] = (1, 1), on_first: Callable[[], None] | None = None) -> Iterator[Batch]:
     stats = StreamStats(max_keys=cfg.max_reported_keys)
     source_delta = _Delta()
-    samples: Iterator[Sample] = read_stream(reader, plan, stats, cfg.on_error, slices)
+    samples: Iterator[Sample] = read_stream(reader, stats, cfg.on_error, slices)
     stage = rebalance() if rebalance is not None else None
     if stage is not None:
         samples = exactly(stage(samples, epoch=epoch, worker=rank * 1_000_003 + plan.stream), plan.samples)

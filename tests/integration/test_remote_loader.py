@@ -386,3 +386,22 @@ def test_persistent_workers_fetch_the_next_epochs_first_batch_before_it_begins(
     for g, w in zip(got, want):
         assert_same(g, w)
     assert loader.metrics()["skipped"] == {}
+
+
+def test_a_stream_on_its_own_fetches_through_a_queue_of_its_own(fault_server: FaultServer, demo_shards: Path) -> None:
+    """stream_batches without an opened source (outside the loader): its remote reads still go
+    ahead through a FetchQueue of its own, and it gives the local stream's batches."""
+    from wds_audio.stream import stream_batches
+
+    def batches(source: str, **kw: Any) -> tuple[Epoch, Any]:
+        loader = wds_audio.loader(source, **{**LOADER, "streams": 2, "num_workers": 0}, **kw)
+        got = [(b.keys, b.audio, b.targets, b.lengths, b.valid)
+               for b in stream_batches(loader.cfg, loader.catalog, loader.plan(0).streams[1], epoch=0, rank=0)]
+        return got, loader
+
+    want, _ = batches(str(demo_shards))
+    fault_server.clear()
+    fault_server.add_fault("*.tar", Fault(reset_after=CUT))
+    got, _ = batches(fault_server.base, source_options=OPTS)
+    assert_same(got, want)
+    assert tar_requests(fault_server)  # read over HTTP, every first request cut and resumed
