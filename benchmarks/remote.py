@@ -201,7 +201,7 @@ def _timed_epochs(batches: Callable[[], Iterator[Any]], epochs: int,
 def ours(source: str, env: dict[str, str], epochs: int, server: Server | None, **kw: Any) -> tuple[float, dict[str, Any]]:
     import wds_audio
     opts = SourceOptions(timeout_s=10, retries=3, backoff_s=0.1, prefetch=kw.pop("prefetch", SourceOptions.prefetch),
-                         verify_remote=kw.pop("verify_remote", True))
+                         verify_remote=kw.pop("verify_remote", SourceOptions.verify_remote))
     if kw.pop("features", True):
         kw["frontend"] = _frontend()
     with environ(env):
@@ -212,7 +212,10 @@ def ours(source: str, env: dict[str, str], epochs: int, server: Server | None, *
         del loader  # shuts the persistent workers down
         gc.collect()
     # bytes from the source per epoch (the warm-up epoch is in the loader's counters too)
-    return rate, {**extra, "MB_per_epoch": m["source"]["bytes_read"] / (epochs + 1) / 1e6}
+    src = m["source"]
+    whole = src["sha256_checked"] + src["sha256_skipped"]
+    return rate, {**extra, "MB_per_epoch": src["bytes_read"] / (epochs + 1) / 1e6,
+                  "hashed": f"{src['sha256_checked']:.0f}/{whole:.0f}" if whole else None}
 
 
 def _frontend() -> torch.nn.Module:
@@ -324,7 +327,8 @@ def table_rows(rows: list[Row], local: float) -> list[dict[str, Any]]:
                     "x_local": med / ref, "first_batch_ms": "" if first is None else f"{first:.0f}",
                     "requests_per_epoch": "" if rpe is None else f"{rpe:.0f}",
                     "MB_per_epoch": f"{mb:.1f}" if mb else "",
-                    "server_cpu_s_per_epoch": "" if cpu is None else f"{cpu:.2f}", "notes": row.notes})
+                    "server_cpu_s_per_epoch": "" if cpu is None else f"{cpu:.2f}",
+                    "hashed": row.extra.get("hashed") or "", "notes": row.notes})
     return out
 
 
@@ -373,9 +377,12 @@ def _rows(ds: Path, src: Path, servers: dict[float, Server], clip_server: Server
     for la in servers:
         rows.append(Row(f"ours, S3 {round(la * 1000)} ms", round(la * 1000),
                         lambda la=la: ours(f"s3://{ds.name}", s3[la], e, servers[la]), "fault server as S3 endpoint"))
+    rows.append(Row(f"ours, HTTP {ms} ms, sha256 every read", ms,
+                    lambda: ours(http[lat], {}, e, servers[lat], verify_remote="always"),
+                    'verify_remote="always" (the default before session 7): every whole read hashed'))
     rows.append(Row(f"ours, HTTP {ms} ms, sha256 off", ms,
-                    lambda: ours(http[lat], {}, e, servers[lat], verify_remote=False),
-                    "SourceOptions(verify_remote=False): what checking whole shards costs"))
+                    lambda: ours(http[lat], {}, e, servers[lat], verify_remote="never"),
+                    'verify_remote="never": what checking whole shards costs'))
     rows.append(Row(f"file-per-clip, HTTP {ms} ms", ms, lambda: file_per_clip(src, clip_server, e),
                     "map-style Dataset, one GET per clip"))
     light = "decode + crop only (the GPU setup's CPU work)"
@@ -419,7 +426,8 @@ def _report(rows: list[Row], data: str, args: argparse.Namespace, load0: tuple[f
     verdicts = "\n".join(_verdict(name, by[x].rates, by[y].rates, goal) for name, x, y, goal in pairs)
     local = statistics.median(by["ours, local disk"].rates)
     table = markdown_table(table_rows(rows, local), ["name", "latency_ms", "clips_per_s", "range", "x_local",
-                                                     "first_batch_ms", "requests_per_epoch", "MB_per_epoch", "server_cpu_s_per_epoch", "notes"])
+                                                     "first_batch_ms", "requests_per_epoch", "MB_per_epoch", "server_cpu_s_per_epoch",
+                                                     "hashed", "notes"])
     text = (f"# Remote reads: local vs HTTP vs S3, and one request per clip\n\n"
             f"`benchmarks/remote.py{' --quick' if args.quick else ''}{' --sweep' if args.sweep else ''}`: {data} "
             f"(5-s FLAC, 16 kHz), the full CPU pipeline: decode + random {CLIP:g}-s crop + log-mel (64 mels) + "
@@ -427,7 +435,8 @@ def _report(rows: list[Row], data: str, args: argparse.Namespace, load0: tuple[f
             f"(persistent), prefetch {SourceOptions.prefetch} (the default), 8 streams unless noted. Median of {args.rounds} interleaved round(s) (the "
             f"order rotated by one row each round) of {args.epochs} timed epoch(s) after a warm-up epoch; a goal is met "
             f"when both the ratio of the row medians and the median of the per-round ratios reach it; first_batch_ms: time from a "
-            f"timed epoch's start to its first batch (median over epochs, then rounds). {len(os.sched_getaffinity(0))} CPU cores shared "
+            f"timed epoch's start to its first batch (median over epochs, then rounds); hashed: whole-shard reads whose "
+            f"sha256 was computed / all whole-shard reads (warm-up epoch included, last round). {len(os.sched_getaffinity(0))} CPU cores shared "
             f"with other jobs; 1-min load average {load0[0]:.1f} at the start, {load1[0]:.1f} at the end.\n\n"
             f"{table}\n\n{verdicts}\n")
     print(text)

@@ -26,7 +26,7 @@ from .fetchqueue import FetchQueue
 from .heap import keep_freed_memory
 from .plan import EpochPlan, plan_epoch
 from .rng import seed_of
-from .sources import SourceOptions
+from .sources import SourceOptions, share_checked_versions
 from .metrics import LoaderMetrics
 from .stream import Batch, Width, is_remote, open_stream, stream_batches
 from .threads import EpochStart, TailWidth, cpu_count
@@ -124,6 +124,8 @@ class _EpochDataset(IterableDataset):
         # epoch, start batch, first batch out (seen by persistent workers)
         self.state = torch.zeros(3, dtype=torch.int64).share_memory_()
         self.finished = torch.zeros(max(cfg.num_workers, 1), dtype=torch.uint8).share_memory_()  # see TailWidth
+        # the shard versions whose sha256 a worker has checked (sources.CheckedVersions), for all of them
+        self.checked = torch.zeros(max(1024, 4 * len(catalog.shards)), dtype=torch.int64).share_memory_()
 
     def plan(self, epoch: int) -> EpochPlan:
         return plan_epoch([s.samples for s in self.catalog.shards], batch_size=self.cfg.batch_size, seed=self.cfg.seed,
@@ -138,6 +140,7 @@ class _EpochDataset(IterableDataset):
         mine = _streams_of(plan, wid, nw)
         threads, begin = self.cfg.decode_threads or 1, EpochStart()  # the training process: 1 unless asked
         if info is not None:
+            share_checked_versions(self.checked.numpy())
             cpus = cpu_count()
             threads = self.cfg.decode_threads or TailWidth(self.finished, cpus)
             # worker 0 is asked first: when it holds batch `start`, it makes it with every core

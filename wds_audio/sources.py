@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 REMOTE = frozenset({"http", "https", "s3", "gs", "gcs"})
 READ_STEP = 1 << 20  # most bytes one read of a response body asks for
+VERIFY_MODES = ("always", "once", "never")  # SourceOptions.verify_remote
 
 
 @dataclass
@@ -66,10 +67,16 @@ class SourceOptions:
         ``prefetch_bytes / prefetch`` is opened ahead (its latency hidden) and then streamed,
         not downloaded whole.
     verify_local: also check whole local shards against their sha256.
-    verify_remote: check whole remote shards against their sha256 (default). sha256 costs ~0.8 ms
-        of CPU per MB, ~9 % of the CPU of benchmarks/remote.py's decode + crop pipeline; off, a transfer
-        is still checked for its length, tar headers for their checksums, FLAC frames for their CRCs.
-        A cache always checks what it keeps.
+    verify_remote: how whole remote shards are checked against their sha256 from dataset.json.
+        "once" (default): the first time this process reads an object, and again whenever the
+        server's strong ETag for it is not the one it had when it was checked (a rewritten object
+        gets a new ETag from S3, GCS, nginx and our test server); a server that sends no strong
+        ETag gets every read hashed. Damage that leaves the ETag alone (bit rot on the server's
+        disk, a broken proxy) is caught on a later read only with "always". "always": every
+        whole read is hashed. "never" (or False): none. sha256 costs ~0.7 ms of CPU per MB
+        (SHA-NI), ~3-9 % of benchmarks/remote.py's CPU; without it a transfer is still checked
+        for its length, tar headers for their checksums, FLAC frames for their CRCs. True means
+        "always". A cache always checks what it keeps.
     s3_presign: read s3:// objects with presigned GETs (signed by s3fs, credentials as usual) over
         kept-alive HTTP connections: a ranged GET of ~0.7 MB through s3fs/aiobotocore cost ~7 ms
         of client CPU, a presigned one ~0.8 ms (measured one request at a time). False: every read
@@ -87,11 +94,15 @@ class SourceOptions:
     prefetch: int = 4
     prefetch_bytes: int = 64 << 20
     verify_local: bool = False
-    verify_remote: bool = True
+    verify_remote: str | bool = "once"
     s3_presign: bool = True
     stale_tmp_s: float = 1800.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.verify_remote, bool):
+            self.verify_remote = "always" if self.verify_remote else "never"
+        if self.verify_remote not in VERIFY_MODES:
+            raise ValueError(f"verify_remote must be one of {VERIFY_MODES} or a bool, got {self.verify_remote!r}")
         if self.timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
         if self.retries < 0 or self.prefetch < 0:
@@ -130,12 +141,15 @@ class SourceMetrics:
     """Thread-safe counters of the source layer; ``as_dict()`` gives a plain, picklable dict.
 
     Counters: bytes_read, opens, resumes, failed_shards, cache_hits, cache_misses,
-    cache_evictions, cache_evicted_bytes, cache_corrupt, cache_too_big, prefetch_wait_s, and
-    retries by reason (``retries`` in as_dict, with their sum in ``retries_total``).
+    cache_evictions, cache_evicted_bytes, cache_corrupt, cache_too_big, prefetch_wait_s,
+    sha256_checked (whole remote reads hashed and found right), sha256_skipped (whole remote reads
+    of an object version this process had already checked, see ``SourceOptions.verify_remote``),
+    and retries by reason (``retries`` in as_dict, with their sum in ``retries_total``).
     """
 
     NAMES = ("bytes_read", "opens", "resumes", "failed_shards", "cache_hits", "cache_misses",
-             "cache_evictions", "cache_evicted_bytes", "cache_corrupt", "cache_too_big", "prefetch_wait_s")
+             "cache_evictions", "cache_evicted_bytes", "cache_corrupt", "cache_too_big", "prefetch_wait_s",
+             "sha256_checked", "sha256_skipped")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -315,6 +329,88 @@ class _Want:
         return self.expected_sha256 if self.whole else None
 
 
+class CheckedVersions:
+    """The object versions (URL, strong ETag, sha256) found right by a whole read's hash: under
+    ``verify_remote="once"`` a whole read of one of them is not hashed again.
+
+    Process-local by default. Given ``slots`` (a writable int64 array, e.g. a NumPy view of shared
+    memory) it is one set for every process that holds them: the loader gives its DataLoader workers
+    one table, so a shard checked by one worker is not hashed again by the others, nor by the
+    workers of the next epoch when they are not persistent. The table keeps 64-bit fingerprints,
+    open-addressed; a fingerprint lost to a full table or to two processes writing one slot at
+    once only costs one more hash.
+    """
+
+    PROBES = 8
+
+    def __init__(self, slots: Any = None) -> None:
+        self._slots = slots
+        self._local: set[int] = set()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def fingerprint(url: str, etag: str, sha256: str) -> int:
+        fp = int.from_bytes(hashlib.blake2b(f"{url}\0{etag}\0{sha256}".encode(), digest_size=8).digest(),
+                            "little", signed=True)
+        return fp or 1  # 0 marks an empty slot
+
+    def _probe(self, fp: int) -> Iterator[int]:
+        n = len(self._slots)
+        return ((fp + i) % n for i in range(min(self.PROBES, n)))
+
+    def __contains__(self, fp: int) -> bool:
+        with self._lock:
+            if self._slots is None:
+                return fp in self._local
+            for i in self._probe(fp):
+                if self._slots[i] == fp:
+                    return True
+                if self._slots[i] == 0:
+                    return False
+            return False
+
+    def add(self, fp: int) -> None:
+        with self._lock:
+            if self._slots is None:
+                self._local.add(fp)
+                return
+            for i in self._probe(fp):
+                if self._slots[i] in (0, fp):
+                    self._slots[i] = fp
+                    return
+            self._slots[fp % len(self._slots)] = fp  # full here: one older entry is forgotten
+
+
+_CHECKED = CheckedVersions()
+
+
+def share_checked_versions(slots: Any) -> None:
+    """Keep this process's checked versions in ``slots`` (a NumPy int64 array, see CheckedVersions)
+    from now on; a no-op when they are kept there already."""
+    global _CHECKED
+    old = _CHECKED._slots
+    if old is None or old.ctypes.data != slots.ctypes.data:
+        _CHECKED = CheckedVersions(slots)
+
+
+def _strong(etag: str | None) -> bool:
+    return bool(etag) and not etag.startswith("W/")  # type: ignore[union-attr]
+
+
+def _checked_before(want: _Want, etag: str | None) -> bool:
+    """This version (``etag``) of the whole object was already hashed right (verify_remote="once")."""
+    if want.options.verify_remote != "once" or not want.sha256 or not _strong(etag):
+        return False
+    return CheckedVersions.fingerprint(want.url, etag, want.sha256) in _CHECKED  # type: ignore[arg-type]
+
+
+def _checked(want: _Want, etag: str | None) -> None:
+    """The whole object hashed right: remembered by its strong ETag, counted."""
+    want.metrics.add("sha256_checked")
+    if _strong(etag):
+        _CHECKED.add(CheckedVersions.fingerprint(want.url, etag, want.sha256))  # type: ignore[arg-type]
+
+
 # ---- openers: one request for the bytes from an offset ---------------------------------------
 
 
@@ -326,6 +422,8 @@ class _Body(Protocol):
 
 
 class _Opener(Protocol):
+    etag: str | None  # the object's ETag, once a response gave one (kept across resumes)
+
     def open_at(self, offset: int, end: int | None, total: int | None) -> tuple[_Body, int | None]:
         """A body from ``offset`` (to ``end``, exclusive, or the object's end) and the object's size."""
         ...
@@ -456,6 +554,8 @@ def _make_filesystem(protocol: str, options: SourceOptions) -> Any:
 
 
 class _FsspecOpener:
+    etag = None  # s3fs/gcsfs reads: no ETag (every whole read is hashed)
+
     def __init__(self, url: str, options: SourceOptions, small: bool = False) -> None:
         self.url, self.options, self.small = url, options, small
         self.fs = _filesystem(scheme_of(url), options)
@@ -483,6 +583,10 @@ class _PresignedOpener:
         self.url, self.options = url, options
         self.fallback = _FsspecOpener(url, options, small)
         self.http: _HttpOpener | None = None
+
+    @property
+    def etag(self) -> str | None:
+        return self.http.etag if self.http is not None else None
 
     def open_at(self, offset: int, end: int | None, total: int | None) -> tuple[_Body, int | None]:
         fs = self.fallback.fs
@@ -531,6 +635,9 @@ class _ResumingStream(io.RawIOBase):
         self._done = False
         self._rng = random.Random()  # jitter only; independent per stream on purpose
         self._attempt(self._connect)  # errors such as 404 surface at open time
+        if self._sha is not None and _checked_before(want, opener.etag):
+            self._sha = None
+            self._metrics.add("sha256_skipped")
 
     def readable(self) -> bool:
         return True
@@ -606,8 +713,10 @@ class _ResumingStream(io.RawIOBase):
         want = self._want
         if want.whole and want.expected_bytes is not None and self._pos != want.expected_bytes:
             self._give_up(f"object is {self._pos} bytes, dataset.json says {want.expected_bytes}")
-        if self._sha is not None and self._sha.hexdigest() != want.sha256:
-            self._give_up(f"sha256 mismatch: got {self._sha.hexdigest()}, expected {want.sha256}")
+        if self._sha is not None:
+            if self._sha.hexdigest() != want.sha256:
+                self._give_up(f"sha256 mismatch: got {self._sha.hexdigest()}, expected {want.sha256}")
+            _checked(want, self._opener.etag)
 
     def _attempt(self, step: Callable[[], Any]) -> Any:
         while True:
@@ -862,9 +971,14 @@ def fetch_shard(url: str, *, options: SourceOptions | None = None, expected_byte
     if want.options.cache_dir and expected_sha256:
         return _slice(want, _open_cached(want))
     for attempt in range(2):
-        buf = _download_to_memory(replace(want, expected_sha256=None))
+        buf, etag = _download_to_memory(replace(want, expected_sha256=None))
+        if _checked_before(want, etag):
+            want.metrics.add("sha256_skipped")
+            return MemoryReader(buf)  # type: ignore[return-value]
         got = hashlib.sha256(buf).hexdigest() if want.sha256 else None
         if got == want.sha256:
+            if got:
+                _checked(want, etag)
             return MemoryReader(buf)  # type: ignore[return-value]
         if attempt:
             want.metrics.add("failed_shards")
@@ -873,23 +987,27 @@ def fetch_shard(url: str, *, options: SourceOptions | None = None, expected_byte
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _download_to_memory(want: _Want) -> bytearray | memoryview:
-    """The wanted bytes, read into one buffer allocated once when their length is known."""
+def _download_to_memory(want: _Want) -> tuple[bytearray | memoryview, str | None]:
+    """The wanted bytes, read into one buffer allocated once when their length is known, and the
+    object's ETag (None when the server sent none)."""
     size = want.length if want.length is not None else (
         want.expected_bytes - want.start if want.expected_bytes is not None else None)
-    if size is None:
-        out = io.BytesIO()
-        _download(want, out)
-        return out.getbuffer()
-    buf = bytearray(size)
-    view, pos = memoryview(buf), 0
-    raw = _ResumingStream(want, _opener(want))
+    opener = _opener(want)
+    raw = _ResumingStream(want, opener)
     try:
+        if size is None:
+            out = io.BytesIO()
+            while chunk := raw.read(want.options.chunk_bytes):
+                out.write(chunk)
+            return out.getbuffer(), opener.etag
+        buf = bytearray(size)
+        view, pos = memoryview(buf), 0
         while pos < size and (n := raw.readinto(view[pos:])):
             pos += n
     finally:
         raw.close()
-    return buf if pos == size else buf[:pos]  # short: the object ended first (a whole read has already raised)
+    # short: the object ended first (a whole read has already raised)
+    return (buf if pos == size else buf[:pos]), opener.etag
 
 
 class MemoryReader(io.RawIOBase):

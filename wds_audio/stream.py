@@ -268,7 +268,7 @@ class ShardReader:
         if whole and offs:
             start, length = 0, None
         remote = sources.scheme_of(shard.url) in sources.REMOTE
-        check = whole and (self.options.verify_remote if remote else self.options.verify_local)
+        check = whole and (self.options.verify_remote != "never" if remote else self.options.verify_local)
         # with a cache, any slice fills the whole (checksummed) shard once and is read from there
         cached = remote and bool(self.options.cache_dir)
         # the size is always passed for a remote shard: s3/gs then need no HEAD before a ranged GET

@@ -75,6 +75,7 @@ class FaultServer:
     def __init__(self, root: str | Path, host: str = "127.0.0.1") -> None:
         self.root = Path(root).resolve()
         self.latency_s = 0.0
+        self.etag = "strong"  # "strong" (mtime-size, as nginx), "weak" (W/...) or None (no ETag header)
         self.requests: Counter[str] = Counter()
         self.log: list[tuple[str, str | None, int]] = []
         self.queries: list[tuple[str, str]] = []  # (path, query string) of every request
@@ -195,7 +196,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/x-tar")
         self.send_header("Content-Length", str(end - start))
         self.send_header("Accept-Ranges", "bytes")
-        self.send_header("ETag", f'"{target.stat().st_mtime_ns:x}-{size:x}"')
+        if self.srv.etag:
+            weak = "W/" if self.srv.etag == "weak" else ""
+            self.send_header("ETag", f'{weak}"{target.stat().st_mtime_ns:x}-{size:x}"')
         self.send_header("Last-Modified", formatdate(target.stat().st_mtime, usegmt=True))
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")

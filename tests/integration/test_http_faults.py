@@ -7,7 +7,10 @@ import hashlib
 import io
 import json
 import math
+import os
 import tarfile
+import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -246,3 +249,97 @@ def test_cache_never_publishes_a_shard_with_the_wrong_checksum(fault_server: Fau
         open_shard(fault_server.url(big["path"]), options=opts, metrics=m, expected_sha256="f" * 64)
     assert m.retries() == {"checksum": 1} and fault_server.requests[big["path"]] == 2
     assert [p.name for p in tmp_path.iterdir()] == [".locks"]
+
+
+# ---- verify_remote: each version of an object hashed once per process ----------------------------
+
+
+def _read_whole(how: str, url: str, opts: SourceOptions, m: SourceMetrics, entry: dict[str, Any]) -> bytes:
+    kw = dict(options=opts, metrics=m, expected_bytes=entry["bytes"],
+              expected_sha256=hashlib.sha256(entry["data"]).hexdigest())
+    with (fetch_shard if how == "fetch" else open_shard)(url, **kw) as f:
+        return f.read()
+
+
+@pytest.fixture
+def own_copy(serve: Any, big: dict[str, Any], tmp_path: Path) -> tuple[FaultServer, Path]:
+    """A server of its own with one copy of the big shard (the test rewrites it)."""
+    path = tmp_path / "srv" / "a.tar"
+    path.parent.mkdir()
+    path.write_bytes(big["data"])
+    return serve(path.parent), path
+
+
+@pytest.mark.parametrize("how", ["fetch", "stream"])
+def test_verify_once_hashes_each_version_of_an_object_once(own_copy: tuple[FaultServer, Path],
+                                                           big: dict[str, Any], how: str) -> None:
+    """verify_remote="once" (the default): the first whole read is hashed, later reads with the same
+    strong ETag are not; a rewrite (new ETag) is hashed again and caught. Damage that keeps the ETag
+    (bit rot: same size, same mtime) is only caught by "always", as documented."""
+    srv, path = own_copy
+    url, m = srv.url("a.tar"), SourceMetrics()
+    once = replace(OPTS, verify_remote="once")
+    assert SourceOptions().verify_remote == "once"
+    for _ in range(3):
+        assert _read_whole(how, url, once, m, big) == big["data"]
+    assert (m["sha256_checked"], m["sha256_skipped"]) == (1, 2)
+
+    bad = bytearray(big["data"])
+    bad[len(bad) // 2] ^= 0x55
+    mtime = path.stat().st_mtime_ns
+    path.write_bytes(bytes(bad))
+    os.utime(path, ns=(mtime + 10**9, mtime + 10**9))  # rewritten: a new mtime, so a new ETag
+    with pytest.raises(SourceError, match="sha256 mismatch"):
+        _read_whole(how, url, once, m, big)
+
+    os.utime(path, ns=(mtime, mtime))  # the same damage under the checked version's ETag
+    assert _read_whole(how, url, once, SourceMetrics(), big) == bytes(bad)
+    with pytest.raises(SourceError, match="sha256 mismatch"):
+        _read_whole(how, url, replace(OPTS, verify_remote="always"), SourceMetrics(), big)
+
+
+@pytest.mark.parametrize("etag", [None, "weak"])
+def test_without_a_strong_etag_every_read_is_hashed(own_copy: tuple[FaultServer, Path], big: dict[str, Any],
+                                                    etag: str | None) -> None:
+    srv, _ = own_copy
+    srv.etag = etag
+    m = SourceMetrics()
+    for how in ("fetch", "stream", "fetch"):
+        assert _read_whole(how, srv.url("a.tar"), OPTS, m, big) == big["data"]
+    assert (m["sha256_checked"], m["sha256_skipped"]) == (3, 0)
+
+
+@pytest.mark.parametrize("mode,checked", [("always", 3), ("never", 0)])
+def test_verify_always_and_never(own_copy: tuple[FaultServer, Path], big: dict[str, Any], mode: str,
+                                 checked: int) -> None:
+    srv, _ = own_copy
+    m = SourceMetrics()
+    opts = replace(OPTS, verify_remote=mode)
+    for how in ("fetch", "stream", "fetch"):
+        url = srv.url("a.tar")
+        # what the loader asks for: no sha256 when verify_remote is "never" (stream.ShardReader.open)
+        if mode == "never":
+            with fetch_shard(url, options=opts, metrics=m, expected_bytes=big["bytes"]) as f:
+                assert f.read() == big["data"]
+        else:
+            assert _read_whole(how, url, opts, m, big) == big["data"]
+    assert (m["sha256_checked"], m["sha256_skipped"]) == (checked, 0)
+
+
+def test_an_object_changed_between_a_drop_and_its_resume_is_not_spliced(own_copy: tuple[FaultServer, Path],
+                                                                        big: dict[str, Any]) -> None:
+    """The resume's ETag differs from the first response's: the read fails instead of joining the
+    old object's head to the new one's tail, even under "once" and after a checked read."""
+    srv, path = own_copy
+    url, m = srv.url("a.tar"), SourceMetrics()
+    assert _read_whole("stream", url, OPTS, m, big) == big["data"]
+    srv.add_fault("a.tar", Fault(reset_after=100_000))
+    srv.add_fault("a.tar", Fault(latency_s=0.6))  # the resume: answered (and its ETag taken) 0.6 s late
+    new_version = threading.Timer(0.3, os.utime, (path,), {"ns": (path.stat().st_mtime_ns + 10**9,) * 2})
+    new_version.start()  # same bytes, a new mtime: a new ETag, between the drop and the resume's answer
+    try:
+        with pytest.raises(SourceError, match="object changed while reading"):
+            _read_whole("stream", url, OPTS, m, big)
+    finally:
+        new_version.join()
+    assert [rng is not None for p, rng, _ in srv.log if p == "a.tar"] == [False, False, True]

@@ -292,12 +292,12 @@ def test_a_shard_cut_at_its_rotation_point_is_one_whole_request(fault_server: Fa
     assert sum(rng is None for _, rng in tars) >= len(pairs)  # the pairs: whole GETs
 
 
-@pytest.mark.parametrize("verify", [True, False])
+@pytest.mark.parametrize("verify", ["once", "always", "never"])
 def test_a_shard_changed_on_the_server_is_caught_by_its_sha256_unless_turned_off(
-        serve: Callable[[Path], FaultServer], demo_shards: Path, tmp_path: Path, verify: bool) -> None:
-    """One byte of a clip changed on the server (same size): with verify_remote (the default) the
-    whole-shard read fails its sha256, is fetched once more, then skipped and counted; without it,
-    the bytes are used as they come."""
+        serve: Callable[[Path], FaultServer], demo_shards: Path, tmp_path: Path, verify: str) -> None:
+    """One byte of a clip changed on the server (same size): with verify_remote "once" (the
+    default: nothing has read it before) or "always" the whole-shard read fails its sha256, is
+    fetched once more, then skipped and counted; with "never", the bytes are used as they come."""
     root = tmp_path / demo_shards.name
     shutil.copytree(demo_shards, root)
     victim = root / train_shards(root)[0]["path"]
@@ -310,7 +310,7 @@ def test_a_shard_changed_on_the_server_is_caught_by_its_sha256_unless_turned_off
     _, m = run_epoch(srv.base, training=True, streams=1, num_workers=0,
                      source_options=replace(OPTS, verify_remote=verify))
     src = m["source"]
-    if verify:
+    if verify != "never":
         assert src["retries"].get("checksum") == 1 and src["failed_shards"] == 1
         assert sum(m["skipped"].values()) >= train_shards(root)[0]["samples"]
     else:
@@ -405,3 +405,29 @@ def test_a_stream_on_its_own_fetches_through_a_queue_of_its_own(fault_server: Fa
     got, _ = batches(fault_server.base, source_options=OPTS)
     assert_same(got, want)
     assert tar_requests(fault_server)  # read over HTTP, every first request cut and resumed
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_workers_share_which_shards_they_have_checked(fault_server: FaultServer, demo_shards: Path,
+                                                      persistent: bool) -> None:
+    """verify_remote="once": a shard version hashed by one DataLoader worker is not hashed again by
+    another, nor by the next epoch's workers when they are not persistent (one table in shared
+    memory for the loader's workers); every epoch still equals local disk."""
+    kw = {**LOADER, "training": True, "streams": 2}
+    loader = wds_audio.loader(fault_server.base, **kw, num_workers=2, persistent_workers=persistent,
+                              source_options=OPTS)
+    want = wds_audio.loader(str(demo_shards), **kw)
+    for epoch in range(4):
+        got = [(b.keys, b.audio.clone(), b.targets.clone(), b.lengths.clone(), b.valid.clone()) for b in loader]
+        assert_same(got, [(b.keys, b.audio, b.targets, b.lengths, b.valid) for b in want])
+    whole = [p for p, rng, status in fault_server.log if p.endswith(".tar") and rng is None and status == 200]
+    src = loader.metrics()["source"]
+    assert len(set(whole)) >= 2 and len(whole) >= 2 * len(set(whole))
+    if persistent:
+        # the read-ahead after the last epoch is not reported (no batch carries it), and a worker's
+        # read-ahead may hash a shard the other worker is hashing at that moment
+        assert src["sha256_checked"] + src["sha256_skipped"] <= len(whole)
+        assert src["sha256_skipped"] >= 1 and src["sha256_checked"] < 2 * len(set(whole))
+    else:  # one worker hashed each shard; every other read of it, by any worker, was not hashed
+        assert src["sha256_checked"] == len(set(whole))
+        assert src["sha256_skipped"] == len(whole) - len(set(whole))

@@ -12,6 +12,7 @@ from typing import Any, BinaryIO, Iterator
 
 import pytest
 
+from wds_audio import sources
 from wds_audio.sources import SourceError, SourceMetrics, SourceOptions, fetch_shard, open_shard, prefetch, read_bytes
 
 from .conftest import S3, s3_env
@@ -49,6 +50,23 @@ def test_byte_range_of_an_object(s3: S3) -> None:
     start, length = 100_000, 150_001  # spans three 64 KiB GETs, ends off a chunk boundary
     with open_shard(f"{s3.prefix}/{entry['path']}", options=OPTS, start=start, length=length) as f:
         assert f.read() == data[start:start + length]
+
+
+@pytest.mark.parametrize("presign,hashed", [(True, 1), (False, 3)])
+def test_verify_once_trusts_the_etag_of_a_checked_object(s3: S3, presign: bool, hashed: int,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through presigned GETs moto's ETag (the object's MD5) identifies the checked version, so
+    later whole reads are not hashed again; through s3fs there is no ETag, so every read is."""
+    monkeypatch.setattr(sources, "_CHECKED", sources.CheckedVersions())  # other tests of this process read the same objects
+    entry = max(shards(s3.local), key=lambda s: s["bytes"])
+    data = (s3.local / entry["path"]).read_bytes()
+    url, m = f"{s3.prefix}/{entry['path']}", SourceMetrics()
+    opts = SourceOptions(timeout_s=2, retries=1, s3_presign=presign)
+    for _ in range(3):
+        with fetch_shard(url, options=opts, metrics=m, expected_bytes=entry["bytes"],
+                         expected_sha256=entry["sha256"]) as f:
+            assert f.read() == data
+    assert (m["sha256_checked"], m["sha256_skipped"]) == (hashed, 3 - hashed)
 
 
 def test_prefetch_into_the_cache(s3: S3, tmp_path: Path) -> None:

@@ -16,10 +16,12 @@ import time
 import urllib.error
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
-from wds_audio.sources import (SourceError, SourceMetrics, SourceOptions, open_shard, open_url, prefetch, read_bytes,
-                               reason_of, redact, scheme_of)
+from wds_audio.sources import (CheckedVersions, SourceError, SourceMetrics, SourceOptions, open_shard, open_url,
+                               prefetch, read_bytes, reason_of, redact, scheme_of)
 from wds_audio.sources import _retriable  # the retry policy is worth testing directly
 
 
@@ -222,10 +224,16 @@ def test_missing_credentials_are_not_retried() -> None:
 
 
 @pytest.mark.parametrize("kwargs", [{"timeout_s": 0}, {"retries": -1}, {"prefetch": -1}, {"chunk_bytes": 100},
-                                    {"cache_bytes": 0}, {"backoff_s": -1}])
+                                    {"cache_bytes": 0}, {"backoff_s": -1}, {"verify_remote": "sometimes"}])
 def test_invalid_options_are_rejected(kwargs) -> None:
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         SourceOptions(**kwargs)
+
+
+def test_verify_remote_takes_a_mode_or_a_bool() -> None:
+    assert SourceOptions().verify_remote == "once"
+    assert SourceOptions(verify_remote=True).verify_remote == "always"
+    assert SourceOptions(verify_remote=False).verify_remote == "never"
 
 
 def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
@@ -326,11 +334,12 @@ def test_prefetch_hides_open_latency() -> None:
 def test_leaving_prefetch_early_stops_the_thread_and_closes_unused_shards() -> None:
     opener = Opener()
     before = set(threading.enumerate())  # prefetch threads of earlier tests in this process are not ours
-    for _, f in prefetch([f"u{i}" for i in range(10)], opener, depth=3):
+    for _, taken in prefetch([f"u{i}" for i in range(10)], opener, depth=3):
         break
     wait_for(lambda: not any(t.name.startswith("wds-audio-prefetch") for t in set(threading.enumerate()) - before))
     assert len(opener.opened) <= 4
-    assert all(f.closed for f in opener.opened[1:])  # all but the one handed out
+    # all but the one handed out (the threads may open u1 before u0)
+    assert all(f.closed for f in opener.opened if f is not taken) and not taken.closed
 
 
 def test_prefetch_reraises_a_failing_url_iterable() -> None:
@@ -380,3 +389,40 @@ def test_presigned_urls_are_reused_then_renewed_before_they_expire(monkeypatch: 
     assert sources._presigned(fs, "s3://b/k.tar") == first and len(fs.signed) == 1
     now[0] += 2  # past half of its lifetime: a new signature
     assert sources._presigned(fs, "s3://b/k.tar") != first and fs.signed[-1] == ("s3://b/k.tar", sources._PRESIGN_S)
+
+
+# ---- checked versions (verify_remote="once") ----------------------------------------------------
+
+
+def _add_in_child(slots: torch.Tensor, fps: list[int]) -> None:
+    table = CheckedVersions(slots.numpy())
+    for fp in fps:
+        table.add(fp)
+
+
+def test_checked_versions_process_local_and_in_a_shared_table() -> None:
+    fp = [CheckedVersions.fingerprint(f"http://h/s{i}.tar", '"e1"', "ab" * 32) for i in range(50)]
+    assert len(set(fp)) == 50 and 0 not in fp
+    assert fp[0] != CheckedVersions.fingerprint("http://h/s0.tar", '"e2"', "ab" * 32)  # a new version
+    local = CheckedVersions()
+    local.add(fp[0])
+    assert fp[0] in local and fp[1] not in local
+    # another process writes into shared memory; this one sees it (as DataLoader workers do)
+    slots = torch.zeros(256, dtype=torch.int64).share_memory_()
+    child = torch.multiprocessing.get_context("spawn").Process(target=_add_in_child, args=(slots, fp[:40]))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    shared = CheckedVersions(slots.numpy())
+    assert all(f in shared for f in fp[:40]) and not any(f in shared for f in fp[40:])
+
+
+def test_a_full_table_forgets_rather_than_misreports() -> None:
+    """A table with fewer slots than versions keeps what fits; every answer it gives is true."""
+    table = CheckedVersions(np.zeros(8, dtype=np.int64))
+    fp = [CheckedVersions.fingerprint(f"u{i}", '"e"', "00" * 32) for i in range(30)]
+    for f in fp:
+        table.add(f)
+        assert f in table  # the latest is always kept
+    assert 0 < sum(f in table for f in fp) <= 8
+    assert not any(CheckedVersions.fingerprint(f"v{i}", '"e"', "00" * 32) in table for i in range(100))
