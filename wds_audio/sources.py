@@ -6,7 +6,9 @@ with a 5xx, the stream reopens at the byte it had reached (HTTP ``Range`` / S3 r
 after an exponential backoff with jitter, and goes on, so a tar reader on top never sees a gap
 or a duplicate. After ``SourceOptions.retries`` retries of one shard it raises SourceError.
 With a sha256 (from dataset.json) the bytes are checked: a streamed shard when its last byte
-is read, a fetched shard (``fetch_shard``: into memory or the cache) before any byte is used.
+is read, a fetched shard (``fetch_shard``: into memory or the cache) before any byte is used;
+a version of an object (its strong ETag) already checked is not hashed again unless asked
+(``SourceOptions.verify_remote``).
 
 s3:// goes through s3fs and gs:// through gcsfs (both via fsspec); endpoint, region and
 credentials come from the usual environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...,

@@ -114,6 +114,31 @@ def test_a_lane_fetches_at_most_ahead_items_beyond_those_taken() -> None:
     lane.close()
 
 
+def test_the_items_of_the_next_batch_are_fetched_beyond_ahead() -> None:
+    """A batch that reads more items than ``ahead`` gets them all fetched before it is read (the
+    first batch of a stream reads several while its shuffle buffer fills); later ones wait."""
+    q = FetchQueue(depth=8, ahead=2)
+    opener = Opener()
+    lane = q.lane([f"a{i}" for i in range(8)], [0, 0, 0, 0, 0, 4, 4, 8], opener)
+    q.start()
+    wait_for(lambda: len(opener.calls) >= 5)
+    time.sleep(0.05)
+    assert opener.calls == [f"a{i}" for i in range(5)]  # all of batch 0, none of batch 4
+    for _ in range(3):
+        next(lane)  # a0-a2 taken: a3, a4 are two ahead, a5 (batch 4) is beyond
+    time.sleep(0.05)
+    assert opener.calls == [f"a{i}" for i in range(5)]
+    next(lane)  # a3 taken: a5 is within two ahead, a6 (batch 4, not the next batch) is not
+    wait_for(lambda: len(opener.calls) >= 6)
+    time.sleep(0.05)
+    assert opener.calls == [f"a{i}" for i in range(6)]
+    next(lane)  # a4 taken: a6 is within two ahead; a7 (batch 8) is not
+    wait_for(lambda: len(opener.calls) >= 7)
+    time.sleep(0.05)
+    assert opener.calls == [f"a{i}" for i in range(7)]
+    lane.close()
+
+
 def test_the_horizon_holds_back_later_needs_until_released() -> None:
     q = FetchQueue(depth=4, ahead=4)
     opener = Opener()
