@@ -67,6 +67,22 @@ class PooledResponse:
     def readinto(self, b: Any) -> int:
         return self._resp.readinto(b)
 
+    def readinto1(self, b: Any) -> int:
+        """Like ``read1`` but into ``b``: what has arrived (at most one receive from the socket),
+        without a bytes object in between (one copy less per byte)."""
+        resp = self._resp
+        if resp.chunked or resp.fp is None:
+            data = resp.read1(len(b))
+            b[:len(data)] = data
+            return len(data)
+        view = memoryview(b).cast("B")
+        if resp.length is not None:
+            view = view[:resp.length]
+        n = resp.fp.readinto1(view) if len(view) else 0
+        if resp.length is not None:
+            resp.length -= n
+        return n
+
     def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is None:

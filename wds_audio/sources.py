@@ -417,7 +417,8 @@ def _checked(want: _Want, etag: str | None) -> None:
 
 
 class _Body(Protocol):
-    """A response body: HTTP ones also have read/read1 (see _ResumingStream._read_some, _skip)."""
+    """A response body: HTTP ones also have read/read1, pooled ones readinto1 (see
+    _ResumingStream._read_some, _skip)."""
 
     def readinto(self, b: memoryview) -> int: ...
     def close(self) -> None: ...
@@ -688,9 +689,11 @@ class _ResumingStream(io.RawIOBase):
         stop = self._stop
         want = len(view) if stop is None else min(len(view), stop - self._pos)
         want = min(want, READ_STEP)
-        if hasattr(self._body, "read1"):
-            # HTTP: read1 returns what has arrived, so bytes received before a stall or a drop
-            # count as progress (readinto would wait to fill the buffer and lose them on a timeout)
+        if hasattr(self._body, "readinto1"):
+            # HTTP: readinto1/read1 return what has arrived, so bytes received before a stall or a
+            # drop count as progress (readinto would wait to fill the buffer and lose them on a timeout)
+            n = self._body.readinto1(view[:want])
+        elif hasattr(self._body, "read1"):  # a response through a proxy (urllib)
             data = self._body.read1(want)
             n = len(data)
             view[:n] = data
