@@ -86,6 +86,11 @@ class FetchQueue:
             self._horizon = float("inf")
             self._dispatch()
 
+    def all_started(self) -> bool:
+        """Every item of every lane has been started (or its lane closed): nothing more will be fetched."""
+        with self._lock:
+            return all(lane.closed or lane.next_fetch >= len(lane.items) for lane in self._lanes)
+
     def close(self) -> None:
         """Stop fetching for every lane; results not handed out are closed."""
         for lane in list(self._lanes):

@@ -431,3 +431,22 @@ def test_workers_share_which_shards_they_have_checked(fault_server: FaultServer,
     else:  # one worker hashed each shard; every other read of it, by any worker, was not hashed
         assert src["sha256_checked"] == len(set(whole))
         assert src["sha256_skipped"] == len(whole) - len(set(whole))
+
+
+def test_the_next_epoch_is_read_ahead_once_this_epochs_reads_have_all_started(fault_server: FaultServer) -> None:
+    """A persistent worker starts the next epoch's first reads as soon as every read of its current
+    epoch has been started, before its last batch: started after the last batch, they ran into the
+    next epoch's first batch."""
+    from wds_audio.loader import run_streams
+
+    loader = wds_audio.loader(fault_server.base, **{**LOADER, "training": True, "streams": 4, "num_workers": 0},
+                              source_options=OPTS)
+    plan = loader.plan(0)
+    made: list[int] = []
+    when: list[tuple[int, int]] = []
+    fired = lambda: when.append((len(made), sum(p.endswith(".tar") for p, _, _ in fault_server.log)))  # noqa: E731
+    for b in run_streams(loader.cfg, loader.catalog, plan, list(range(len(plan.streams))), 0, fetched=fired):
+        made.append(b.index)
+    tars = sum(p.endswith(".tar") for p, _, _ in fault_server.log)
+    assert len(when) == 1 and 0 < when[0][0] < len(made) == plan.batches
+    assert when[0][1] >= tars - OPTS.prefetch  # at most the fetches still running had not reached the server

@@ -139,6 +139,21 @@ def test_the_items_of_the_next_batch_are_fetched_beyond_ahead() -> None:
     lane.close()
 
 
+def test_all_started_once_every_item_of_every_lane_was_started() -> None:
+    q = FetchQueue(depth=4, ahead=1)
+    opener = Opener()
+    a = q.lane(["a0", "a1"], [0, 1], opener)
+    b = q.lane(["b0"], [2], opener)
+    q.start()
+    wait_for(lambda: len(opener.calls) == 2)
+    assert not q.all_started()  # a1 waits for a0 to be taken (ahead=1)
+    next(a)
+    wait_for(lambda: len(opener.calls) == 3)
+    assert q.all_started()
+    a.close()
+    b.close()
+
+
 def test_the_horizon_holds_back_later_needs_until_released() -> None:
     q = FetchQueue(depth=4, ahead=4)
     opener = Opener()
