@@ -75,8 +75,8 @@ class SourceOptions:
         gets a new ETag from S3, GCS, nginx and our test server); a server that sends no strong
         ETag gets every read hashed. Damage that leaves the ETag alone (bit rot on the server's
         disk, a broken proxy) is caught on a later read only with "always". "always": every
-        whole read is hashed. "never" (or False): none. sha256 costs ~0.7 ms of CPU per MB
-        (SHA-NI), ~3-9 % of benchmarks/remote.py's CPU; without it a transfer is still checked
+        whole read is hashed. "never" (or False): none. sha256 costs ~0.7-0.9 ms of CPU per MB
+        (SHA-NI), ~3 % of benchmarks/remote.py's CPU when every read is hashed; without it a transfer is still checked
         for its length, tar headers for their checksums, FLAC frames for their CRCs. True means
         "always". A cache always checks what it keeps.
     s3_presign: read s3:// objects with presigned GETs (signed by s3fs, credentials as usual) over
