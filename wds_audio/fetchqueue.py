@@ -31,14 +31,17 @@ from typing import Any, Callable, Iterator, Sequence
 @dataclass(eq=False)
 class _Lane:
     items: Sequence[Any]
-    needs: list[float]  # ranks the fetches; lowered for an item its consumer waits for
-    batch: list[float]  # the batch that first reads each item (the needs as given)
+    needs: list[float]  # the batch that first reads each item: ranks the fetches
     open_fn: Callable[[Any], Any]
     metrics: Any = None
     futures: list[Future] = field(default_factory=list)
     next_fetch: int = 0  # items before it have been started
     taken: int = 0  # items handed to the consumer
+    urgent: int = -1  # the item its consumer waits for, not started yet: fetched first
     closed: bool = False
+
+    def rank(self, i: int) -> float:
+        return float("-inf") if i == self.urgent else self.needs[i]
 
 
 class FetchQueue:
@@ -67,7 +70,7 @@ class FetchQueue:
         to ``metrics["prefetch_wait_s"]``. Fetching begins at :meth:`start`."""
         if len(needs) != len(items):
             raise ValueError(f"{len(items)} items but {len(needs)} needs")
-        lane = _Lane(items, list(needs), list(needs), open_fn, metrics, [Future() for _ in items])
+        lane = _Lane(items, list(needs), open_fn, metrics, [Future() for _ in items])
         with self._lock:
             self._lanes.append(lane)
         return self._consume(lane)
@@ -102,10 +105,10 @@ class FetchQueue:
             best = None
             for lane in self._lanes:
                 i = lane.next_fetch
-                if (lane.closed or i >= len(lane.items) or lane.needs[i] > self._horizon
-                        or (i >= lane.taken + self._ahead and lane.batch[i] > lane.batch[lane.taken])):
+                if (lane.closed or i >= len(lane.items) or lane.rank(i) > self._horizon
+                        or (i >= lane.taken + self._ahead and lane.needs[i] > lane.needs[lane.taken])):
                     continue
-                if best is None or lane.needs[i] < best.needs[best.next_fetch]:
+                if best is None or lane.rank(i) < best.rank(best.next_fetch):
                     best = lane
             if best is None:
                 return
@@ -137,7 +140,7 @@ class FetchQueue:
                 if not fut.done():
                     with self._lock:
                         if lane.next_fetch == i:  # not started: the consumer needs it now
-                            lane.needs[i] = float("-inf")
+                            lane.urgent = i
                             self._dispatch()
                     t0 = time.perf_counter()
                     fut.result()

@@ -76,7 +76,8 @@ class SourceOptions:
         ETag gets every read hashed. Damage that leaves the ETag alone (bit rot on the server's
         disk, a broken proxy) is caught on a later read only with "always". "always": every
         whole read is hashed. "never" (or False): none. sha256 costs ~0.7-0.9 ms of CPU per MB
-        (SHA-NI), ~3 % of benchmarks/remote.py's CPU when every read is hashed; without it a transfer is still checked
+        (SHA-NI): ~0.11 of the ~3 CPU-seconds of a benchmarks/remote.py epoch when every read is
+        hashed; without it a transfer is still checked
         for its length, tar headers for their checksums, FLAC frames for their CRCs. True means
         "always". A cache always checks what it keeps.
     s3_presign: read s3:// objects with presigned GETs (signed by s3fs, credentials as usual) over
@@ -327,8 +328,11 @@ class _Want:
 
     @property
     def sha256(self) -> str | None:
-        """The checksum to verify: only a read of the whole object can be checked."""
-        return self.expected_sha256 if self.whole else None
+        """The checksum to verify: only a read of the whole object can be checked, and a remote
+        one only unless ``verify_remote`` is "never" (a cache checks what it keeps regardless)."""
+        if not self.whole or (self.options.verify_remote == "never" and scheme_of(self.url) in REMOTE):
+            return None
+        return self.expected_sha256
 
 
 class CheckedVersions:

@@ -268,13 +268,11 @@ class ShardReader:
         if whole and offs:
             start, length = 0, None
         remote = sources.scheme_of(shard.url) in sources.REMOTE
-        check = whole and (self.options.verify_remote != "never" if remote else self.options.verify_local)
-        # with a cache, any slice fills the whole (checksummed) shard once and is read from there
-        cached = remote and bool(self.options.cache_dir)
-        # the size is always passed for a remote shard: s3/gs then need no HEAD before a ranged GET
+        # the size is always passed for a remote shard: s3/gs then need no HEAD before a ranged GET;
+        # the sha256 always: sources checks what SourceOptions asks of a whole read (or a cache fill)
         kw = dict(options=self.options, metrics=self.metrics, start=start, length=length,
-                  expected_bytes=shard.bytes if check or cached or remote else None,
-                  expected_sha256=shard.sha256 if check or cached else None)
+                  expected_bytes=shard.bytes if remote or (whole and self.options.verify_local) else None,
+                  expected_sha256=shard.sha256)
         size = length if length is not None else (shard.bytes - start if shard.bytes is not None else None)
         if fetch and not self._fits(size):
             fetch = False  # too big to hold in memory: opened ahead, then streamed

@@ -312,18 +312,21 @@ def test_without_a_strong_etag_every_read_is_hashed(own_copy: tuple[FaultServer,
 @pytest.mark.parametrize("mode,checked", [("always", 3), ("never", 0)])
 def test_verify_always_and_never(own_copy: tuple[FaultServer, Path], big: dict[str, Any], mode: str,
                                  checked: int) -> None:
-    srv, _ = own_copy
+    srv, path = own_copy
     m = SourceMetrics()
     opts = replace(OPTS, verify_remote=mode)
     for how in ("fetch", "stream", "fetch"):
-        url = srv.url("a.tar")
-        # what the loader asks for: no sha256 when verify_remote is "never" (stream.ShardReader.open)
-        if mode == "never":
-            with fetch_shard(url, options=opts, metrics=m, expected_bytes=big["bytes"]) as f:
-                assert f.read() == big["data"]
-        else:
-            assert _read_whole(how, url, opts, m, big) == big["data"]
+        assert _read_whole(how, srv.url("a.tar"), opts, m, big) == big["data"]
     assert (m["sha256_checked"], m["sha256_skipped"]) == (checked, 0)
+    bad = bytearray(big["data"])
+    bad[len(bad) // 2] ^= 0x55
+    path.write_bytes(bytes(bad))
+    for how in ("fetch", "stream"):
+        if mode == "never":  # the bytes are used as they come
+            assert _read_whole(how, srv.url("a.tar"), opts, m, big) == bytes(bad)
+        else:
+            with pytest.raises(SourceError, match="sha256 mismatch"):
+                _read_whole(how, srv.url("a.tar"), opts, m, big)
 
 
 def test_an_object_changed_between_a_drop_and_its_resume_is_not_spliced(own_copy: tuple[FaultServer, Path],
