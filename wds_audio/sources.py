@@ -904,8 +904,11 @@ def _opener(want: _Want) -> _Opener:
 
 
 def _open_remote(want: _Want) -> BinaryIO:
-    raw = _ResumingStream(want, _opener(want))
-    return io.BufferedReader(raw, buffer_size=min(want.options.chunk_bytes, 1 << 20))  # type: ignore[return-value]
+    return _buffered(_ResumingStream(want, _opener(want)), want.options)
+
+
+def _buffered(raw: io.RawIOBase, options: SourceOptions) -> BinaryIO:
+    return io.BufferedReader(raw, buffer_size=min(options.chunk_bytes, 1 << 20))  # type: ignore[return-value]
 
 
 SCHEMES: dict[str, Callable[[_Want], BinaryIO]] = {
@@ -1001,16 +1004,15 @@ def _download_to_memory(want: _Want) -> tuple[bytearray | memoryview, str | None
     object's ETag (None when the server sent none)."""
     size = want.length if want.length is not None else (
         want.expected_bytes - want.start if want.expected_bytes is not None else None)
+    if size is None:
+        out = io.BytesIO()
+        etag = _download(want, out)
+        return out.getbuffer(), etag
     opener = _opener(want)
     raw = _ResumingStream(want, opener)
+    buf = bytearray(size)
+    view, pos = memoryview(buf), 0
     try:
-        if size is None:
-            out = io.BytesIO()
-            while chunk := raw.read(want.options.chunk_bytes):
-                out.write(chunk)
-            return out.getbuffer(), opener.etag
-        buf = bytearray(size)
-        view, pos = memoryview(buf), 0
         while pos < size and (n := raw.readinto(view[pos:])):
             pos += n
     finally:
@@ -1063,10 +1065,13 @@ class MemoryReader(io.RawIOBase):
         super().close()
 
 
-def _download(want: _Want, out: Any) -> None:
-    with _open_remote(want) as src:
+def _download(want: _Want, out: Any) -> str | None:
+    """Copy the wanted bytes to ``out``; the object's ETag (None when the server sent none)."""
+    opener = _opener(want)
+    with _buffered(_ResumingStream(want, opener), want.options) as src:
         while chunk := src.read(want.options.chunk_bytes):
             out.write(chunk)
+    return opener.etag
 
 
 _CACHES: dict[tuple[Any, ...], Any] = {}

@@ -37,10 +37,15 @@ CUT = 1000  # bytes into a response before a fault: smaller than any slice (one 
 Epoch = list[tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
+def epoch_of(batches: Any) -> Epoch:
+    """Every batch as (keys, audio, targets, lengths, valid), copied out of the loader's buffers."""
+    return [(b.keys, b.audio.clone(), b.targets.clone(), b.lengths.clone(), b.valid.clone()) for b in batches]
+
+
 def run_epoch(source: str, **kw: Any) -> tuple[Epoch, dict[str, Any]]:
-    """Every batch of epoch 0 as (keys, audio, targets, lengths, valid), and the loader's metrics."""
+    """Every batch of epoch 0 (see epoch_of), and the loader's metrics."""
     loader = wds_audio.loader(source, **{**LOADER, **kw})
-    batches = [(b.keys, b.audio.clone(), b.targets.clone(), b.lengths.clone(), b.valid.clone()) for b in loader]
+    batches = epoch_of(loader)
     assert len(batches) == len(loader)
     return batches, loader.metrics()
 
@@ -285,7 +290,7 @@ def test_a_shard_cut_at_its_rotation_point_is_one_whole_request(fault_server: Fa
     pairs = [g for g in groups if len(g) == 2]
     assert len(pairs) >= 2  # the demo folds have shards cut at a rotation point
     fault_server.clear()
-    got = [(b.keys, b.audio.clone(), b.targets.clone(), b.lengths.clone(), b.valid.clone()) for b in loader]
+    got = epoch_of(loader)
     assert_same(got, want)
     tars = [(p, rng) for p, rng, status in fault_server.log if p.endswith(".tar")]
     assert len(tars) == len(groups) < len(slices)  # one request per group
@@ -346,7 +351,7 @@ def _epochs(loader: Any, epochs: list[int]) -> list[Epoch]:
     for e in epochs:
         if e != loader.epoch:
             loader.set_epoch(e)
-        out.append([(b.keys, b.audio.clone(), b.targets.clone(), b.lengths.clone(), b.valid.clone()) for b in loader])
+        out.append(epoch_of(loader))
     return out
 
 
@@ -395,8 +400,7 @@ def test_a_stream_on_its_own_fetches_through_a_queue_of_its_own(fault_server: Fa
 
     def batches(source: str, **kw: Any) -> tuple[Epoch, Any]:
         loader = wds_audio.loader(source, **{**LOADER, "streams": 2, "num_workers": 0}, **kw)
-        got = [(b.keys, b.audio, b.targets, b.lengths, b.valid)
-               for b in stream_batches(loader.cfg, loader.catalog, loader.plan(0).streams[1], epoch=0, rank=0)]
+        got = epoch_of(stream_batches(loader.cfg, loader.catalog, loader.plan(0).streams[1], epoch=0, rank=0))
         return got, loader
 
     want, _ = batches(str(demo_shards))
@@ -418,8 +422,8 @@ def test_workers_share_which_shards_they_have_checked(fault_server: FaultServer,
                               source_options=OPTS)
     want = wds_audio.loader(str(demo_shards), **kw)
     for epoch in range(4):
-        got = [(b.keys, b.audio.clone(), b.targets.clone(), b.lengths.clone(), b.valid.clone()) for b in loader]
-        assert_same(got, [(b.keys, b.audio, b.targets, b.lengths, b.valid) for b in want])
+        got = epoch_of(loader)
+        assert_same(got, epoch_of(want))
     whole = [p for p, rng, status in fault_server.log if p.endswith(".tar") and rng is None and status == 200]
     src = loader.metrics()["source"]
     assert len(set(whole)) >= 2 and len(whole) >= 2 * len(set(whole))
