@@ -7,6 +7,7 @@ import resource
 import statistics
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,25 +15,32 @@ import numpy as np
 import soundfile as sf
 
 
-def make_clips(root: Path, n: int, seconds: float, sample_rate: int, classes: int = 10, seed: int = 0) -> Path:
-    """``n`` FLAC clips (tone mixtures + noise) at ``sample_rate`` in the csv recipe layout."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "audio").mkdir(exist_ok=True)
-    rows = []
-    t = np.arange(int(seconds * sample_rate)) / sample_rate
-    for i in range(n):
-        rng = np.random.default_rng([seed, i])
-        c = int(rng.integers(classes))
-        x = 0.2 * np.sin(2 * np.pi * (200 + 150 * c) * t) + 0.05 * rng.standard_normal(len(t))
-        x *= 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(0.5, 3) * t)
-        rel = f"audio/c{i:05d}.flac"
-        sf.write(root / rel, x.astype(np.float32), sample_rate, format="FLAC", subtype="PCM_16")
-        rows.append({"path": rel, "labels": f"class{c}", "split": "train", "fold": 1 + i % 5, "group": f"g{i}"})
+def make_clips(root: Path, n: int, seconds: float, sample_rate: int, classes: int = 10, seed: int = 0,
+               workers: int | None = None) -> Path:
+    """``n`` FLAC clips (tone mixtures + noise) at ``sample_rate`` in the csv recipe layout, written
+    by ``workers`` processes (default: every CPU)."""
+    from multiprocessing import get_context
+
+    (root / "audio").mkdir(parents=True, exist_ok=True)
+    job = partial(_write_clip, root, seconds, sample_rate, classes, seed)
+    with get_context("fork").Pool(workers or len(os.sched_getaffinity(0))) as pool:
+        rows = pool.map(job, range(n), chunksize=16)
     with open(root / "metadata.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
     return root
+
+
+def _write_clip(root: Path, seconds: float, sample_rate: int, classes: int, seed: int, i: int) -> dict[str, Any]:
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    rng = np.random.default_rng([seed, i])
+    c = int(rng.integers(classes))
+    x = 0.2 * np.sin(2 * np.pi * (200 + 150 * c) * t) + 0.05 * rng.standard_normal(len(t))
+    x *= 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(0.5, 3) * t)
+    rel = f"audio/c{i:05d}.flac"
+    sf.write(root / rel, x.astype(np.float32), sample_rate, format="FLAC", subtype="PCM_16")
+    return {"path": rel, "labels": f"class{c}", "split": "train", "fold": 1 + i % 5, "group": f"g{i}"}
 
 
 def tree_rss_mb(pid: int | None = None) -> float:
@@ -67,12 +75,13 @@ def cpu_seconds() -> float:
 
 
 def logmel_frontend(sample_rate: int, n_fft: int, hop_length: int, n_mels: int, time_width: int,
-                    freq_width: int) -> Any:
+                    freq_width: int, input_sample_rate: int | None = None) -> Any:
     """The benchmarks' feature stage: log-mel + SpecAugment (2 time and 2 frequency masks), training mode."""
     from wds_audio.augment import SpecAugment
     from wds_audio.frontend import Frontend
 
     return Frontend(sample_rate=sample_rate, features="logmel", n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
+                    input_sample_rate=input_sample_rate,
                     specaugment=SpecAugment(time_masks=2, time_width=time_width, freq_masks=2, freq_width=freq_width,
                                             p=1.0)).train()
 

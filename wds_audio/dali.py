@@ -537,6 +537,8 @@ def _unsupported(cfg: LoaderConfig) -> None:
                          "samples by label); use backend='torch'")
     if cfg.pcm_on_device:
         raise ValueError("pcm_on_device is a torch back end option; DALI decodes WAV itself")
+    if cfg.resample_on_device:
+        raise ValueError("resample_on_device is a torch back end option; DALI resamples inside its own pipeline")
     if cfg.loudness == "lufs":
         raise ValueError("loudness='lufs' (BS.1770 gating) is not available with backend='dali'; use 'peak' or 'rms'")
     if cfg.frontend is not None:

@@ -1,6 +1,7 @@
 """The device stage: one nn.Module from waveform batch to training features.
 
-Order: int16 PCM -> float (``pcm_on_device``), waveform augmentations (gain, noise, reverb,
+Order: int16 PCM -> float (``pcm_on_device``), resampling from ``input_sample_rate``
+(``resample_on_device``), waveform augmentations (gain, noise, reverb,
 bandpass, speed, pitch; training only), log-mel or MFCC (+ deltas), standardization
 (dataset.json statistics or per-utterance CMVN over the valid frames), SpecAugment and mixup
 (training only). Padding frames are zero after standardization. Runs on whatever device its
@@ -21,6 +22,7 @@ from torch import nn
 
 from .augment import Mixup, SpecAugment
 from .features import MFCC, LogMel, frame_mask, frames_for
+from .resample import Resample
 from .stream import Batch
 
 FEATURES = ("logmel", "mfcc", None)
@@ -35,7 +37,9 @@ class Frontend(nn.Module):
                  f_min: float = 0.0, f_max: float | None = None, mel_scale: str = "htk", n_mfcc: int = 40,
                  deltas: int = 0, standardize: str | None = None, stats: dict[str, Any] | None = None,
                  augment: Sequence[nn.Module] = (), specaugment: bool | SpecAugment = False,
-                 mixup: Mixup | None = None, seed: int = 0) -> None:
+                 mixup: Mixup | None = None, seed: int = 0, input_sample_rate: int | None = None) -> None:
+        """``input_sample_rate``: the rate of the audio given to it, when not ``sample_rate``
+        (a loader with ``resample_on_device=True``: ``loader.audio_rate``); it is resampled first."""
         super().__init__()
         if features not in FEATURES:
             raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
@@ -46,6 +50,8 @@ class Frontend(nn.Module):
         mel_kw = dict(sample_rate=sample_rate, n_fft=n_fft, win_length=win_length, hop_length=hop_length,
                       n_mels=n_mels, f_min=f_min, f_max=f_max, mel_scale=mel_scale)
         self.sample_rate, self.features_kind, self.standardize = sample_rate, features, standardize
+        self.input_sample_rate = input_sample_rate or sample_rate
+        self.resample = Resample(self.input_sample_rate, sample_rate) if self.input_sample_rate != sample_rate else None
         self.features = (LogMel(**mel_kw) if features == "logmel" else
                          MFCC(n_mfcc=n_mfcc, deltas=deltas, **mel_kw) if features == "mfcc" else None)
         self.hop_length = (self.features.hop_length if features == "logmel" else
@@ -83,6 +89,8 @@ class Frontend(nn.Module):
         x = audio.float() / 32768.0 if audio.dtype == torch.int16 else audio.float()
         lengths = (torch.full((x.shape[0],), x.shape[-1], dtype=torch.int64, device=x.device) if lengths is None
                    else lengths.to(x.device))
+        if self.resample is not None:
+            x, lengths = self.resample(x), self.resample.lengths(lengths)
         if keys is None:  # positional keys: deterministic per call sequence, not per clip
             keys = [f"call{self._calls}:{i}" for i in range(x.shape[0])]
             self._calls += 1

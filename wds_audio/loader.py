@@ -223,6 +223,11 @@ class AudioLoader:
         self.cfg = cfg
         self.catalog = Catalog.open(cfg.source, cfg.split, cfg.folds, cfg.classes, cfg.source_options)
         self.rank, self.world_size = dist_info(cfg)
+        self.audio_rate = cfg.audio_rate(self.catalog.sample_rate)  # of batch.audio; fails here if unknown
+        fe_rate = getattr(cfg.frontend, "input_sample_rate", self.audio_rate)
+        if fe_rate != self.audio_rate:
+            raise ValueError(f"the frontend takes audio at {fe_rate} Hz, batches carry it at {self.audio_rate} Hz "
+                             f"(give it input_sample_rate={self.audio_rate})")
         self.rebalance = self._rebalance_stage()
         self.dataset = _EpochDataset(cfg, self.catalog, self.rank, self.world_size, self.rebalance)
         self.epoch, self.start = 0, 0  # start: batches of this epoch delivered so far (state_dict)

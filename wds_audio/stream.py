@@ -48,6 +48,10 @@ class SampleError(Exception):
         self.reason = reason
 
 
+class NotPcm16(SampleError):
+    """A WAV in another encoding than 16-bit PCM (libsndfile still decodes it)."""
+
+
 @dataclass
 class StreamStats:
     """Counters a stream keeps; shipped with each batch (as deltas) to the main process."""
@@ -511,7 +515,7 @@ def wav_pcm16(data: bytes, key: str) -> tuple[np.ndarray, int, int]:
             fmt = (tag, ch, sr, bits)
         elif cid == b"data":
             if fmt is None or fmt[0] not in (1, 0xFFFE) or fmt[3] != 16:
-                raise SampleError("decode_error", f"{key}: pcm_on_device needs 16-bit PCM WAV, got {fmt}")
+                raise NotPcm16("decode_error", f"{key}: not 16-bit PCM WAV: (format tag, channels, rate, bits) = {fmt}")
             n = min(size, len(data) - body) // (2 * fmt[1]) * 2 * fmt[1]
             return np.frombuffer(data, dtype="<i2", count=n // 2, offset=body).reshape(-1, fmt[1]), fmt[2], fmt[1]
         pos = body + size + (size & 1)
@@ -533,28 +537,49 @@ def occurrence(sample: Sample) -> str:
 
 
 def decode_audio(sample: Sample, pcm: bool, window: Callable[[int, int], tuple[int, int]] | None = None) -> tuple[np.ndarray, int]:
-    """(frames, channels) float32 (or int16 for pcm) and the stored sample rate.
+    """(frames, channels) float32 (int16 for ``pcm``) and the stored sample rate.
 
     ``window(frames, sample_rate) -> (start, count)`` decodes only part of the clip (a crop),
-    seeking in the compressed stream instead of decoding what would be thrown away.
+    seeking in the compressed stream instead of decoding what would be thrown away. With ``pcm``,
+    16-bit PCM WAV is sliced from the bytes without decoding; anything else goes through libsndfile.
     """
     ext = _audio_member(sample)
-    if pcm:
-        if ext != "wav":
-            raise SampleError("decode_error", f"{sample['__key__']}: pcm_on_device needs WAV shards, found .{ext}")
-        x, sr, _ = wav_pcm16(sample[ext], sample["__key__"])
-        return x, sr
+    if pcm and ext == "wav":
+        x, sr = _wav_slice(sample, window)
+        if x is not None:
+            return x, sr
     try:
         with sf.SoundFile(io.BytesIO(sample[ext])) as f:
             start, count = window(f.frames, f.samplerate) if window else (0, -1)
             if start:
                 f.seek(start)
-            x, sr = f.read(count, dtype="float32", always_2d=True), f.samplerate
+            x, sr = f.read(count, dtype="int16" if pcm else "float32", always_2d=True), f.samplerate
     except Exception as e:  # noqa: BLE001 - every decoder failure is the same kind of skip
         raise SampleError("decode_error", f"{sample['__key__']} ({sample.get('__url__')}): .{ext} does not decode ({e})") from e
     if len(x) == 0:
         raise SampleError("decode_error", f"{sample['__key__']}: zero-length audio")
     return x, sr
+
+
+def _wav_slice(sample: Sample, window: Callable[[int, int], tuple[int, int]] | None) -> tuple[np.ndarray | None, int]:
+    """The int16 frames of a 16-bit PCM WAV (``window`` of them), or (None, 0) for another WAV encoding."""
+    try:
+        x, sr, _ = wav_pcm16(sample["wav"], sample["__key__"])
+    except NotPcm16:
+        return None, 0  # float or 24-bit WAV: libsndfile converts it
+    if len(x) == 0:
+        raise SampleError("decode_error", f"{sample['__key__']}: zero-length audio")
+    start, count = window(len(x), sr) if window else (0, -1)
+    return (x[start:start + count] if count >= 0 else x[start:]), sr
+
+
+def downmix(x: np.ndarray) -> np.ndarray:
+    """(frames, channels) -> (frames,) mean of the channels, in the input's dtype."""
+    if x.shape[1] == 1:
+        return x[:, 0]
+    if x.dtype == np.int16:
+        return x.astype(np.int32).mean(axis=1).astype(np.int16)
+    return x.mean(axis=1, dtype=np.float32)
 
 
 def crop_start(length: int, window: int, mode: str, u: float | None) -> int:
@@ -585,43 +610,56 @@ def crop(x: np.ndarray, window: int | None, mode: str, u: float | None) -> np.nd
 
 @dataclass
 class Shaper:
-    """decode -> downmix -> resample -> trim -> crop -> loudness, per sample, with its own RNG."""
+    """decode -> downmix -> resample -> trim -> crop -> loudness, per sample, with its own RNG.
+
+    ``rate``: the rate of the shaped audio (``cfg.audio_rate``: the stored rate with
+    ``resample_on_device``), and ``window`` the crop at that rate."""
 
     cfg: LoaderConfig
     num_classes: int
     epoch: int
+    rate: int = 0
+    window: int | None = None
+
+    def __post_init__(self) -> None:
+        self.rate = self.rate or self.cfg.sample_rate
+        if self.window is None:
+            self.window = self.cfg.audio_window(self.rate)
 
     def __call__(self, sample: Sample) -> Sample:
-        from shardgen.encode import resample
-
         key = sample["__key__"]
         labels = labels_of(sample, self.num_classes)
         mode = "random" if self.cfg.training else ("center" if self.cfg.eval_crop == "center" else "full")
         u = sample_uniform(self.cfg.seed, self.epoch, key, f"crop{occurrence(sample)}") if mode == "random" else None
-        target = self.cfg.clip_samples if mode != "full" else None
-        if target and not self.cfg.pcm_on_device and self.cfg.trim_db is None:
+        target = self.window if mode != "full" else None
+        early = target is not None and self.cfg.trim_db is None
+
+        def window(frames: int, sr: int) -> tuple[int, int]:
             # crop before decoding: only the window (in stored samples) is decoded and resampled
-            def window(frames: int, sr: int) -> tuple[int, int]:
-                need = -(-target * sr // self.cfg.sample_rate)
-                return (crop_start(frames, need, mode, u), need) if frames > need else (0, -1)
-            x, sr = decode_audio(sample, False, window)
-            x = resample(x.mean(axis=1) if x.shape[1] > 1 else x[:, 0], sr, self.cfg.sample_rate)[:target]
-            return self._finish(key, x, labels, sample)
-        x, sr = decode_audio(sample, self.cfg.pcm_on_device)
-        if self.cfg.pcm_on_device:
-            if sr != self.cfg.sample_rate:
-                raise SampleError("decode_error", f"{key}: stored at {sr} Hz; pcm_on_device cannot resample to {self.cfg.sample_rate}")
-            x = x[:, 0] if x.shape[1] == 1 else (x.astype(np.int32).mean(axis=1)).astype(np.int16)
+            need = -(-target * sr // self.rate)  # type: ignore[operator]
+            return (crop_start(frames, need, mode, u), need) if frames > need else (0, -1)
+        x, sr = decode_audio(sample, self.cfg.pcm_on_device, window if early else None)
+        x = self._at_rate(downmix(x), sr)
+        if early:
+            x = x[:target]
         else:
-            x = x.mean(axis=1) if x.shape[1] > 1 else x[:, 0]
-            x = resample(x, sr, self.cfg.sample_rate)
             if self.cfg.trim_db is not None:
-                x = trim(x, self.cfg.sample_rate, self.cfg.trim_db)
-        return self._finish(key, crop(x, target, mode, u), labels, sample)
+                x = trim(x, self.rate, self.cfg.trim_db)
+            x = crop(x, target, mode, u)
+        return self._finish(key, x, labels, sample)
+
+    def _at_rate(self, x: np.ndarray, sr: int) -> np.ndarray:
+        from shardgen.encode import resample
+
+        if sr == self.rate:
+            return x
+        if x.dtype == np.int16:  # pcm_on_device: a clip stored at another rate than its dataset's
+            return np.clip(np.rint(resample(x / np.float32(32768), sr, self.rate) * 32768), -32768, 32767).astype(np.int16)
+        return resample(x, sr, self.rate)
 
     def _finish(self, key: str, x: np.ndarray, labels: np.ndarray, sample: Sample) -> Sample:
         if self.cfg.loudness is not None:
-            x = normalize(x, self.cfg.sample_rate, self.cfg.loudness, self.cfg.loudness_db)
+            x = normalize(x, self.rate, self.cfg.loudness, self.cfg.loudness_db)
         return {"key": key, "audio": np.ascontiguousarray(x), "labels": labels, "valid": bool(sample.get("__valid__", True)),
                 "repeat": occurrence(sample)}
 
@@ -654,7 +692,7 @@ def _shape(shaper: Shaper, sample: Sample) -> tuple[Sample, Sample | SampleError
 def _fill_in(last: Sample | None, shaper: Shaper, key: str) -> Sample:
     if last is not None:
         return {**last, "valid": last["valid"] and shaper.cfg.training, "key": last["key"]}
-    n = shaper.cfg.clip_samples or 1
+    n = shaper.window or 1
     dtype = np.int16 if shaper.cfg.pcm_on_device else np.float32
     return {"key": key, "audio": np.zeros(n, dtype), "labels": np.zeros(shaper.num_classes, np.uint8), "valid": False}
 
@@ -758,9 +796,9 @@ def _stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, epoch
         samples = shuffle(samples, cfg.shuffle_buffer, rng, initial=min(cfg.shuffle_buffer, cfg.batch_size))
     samples = skip_samples(samples, skip_batches * cfg.batch_size)
     steady, first = (t if callable(t) else (lambda n=t: n) for t in threads)
-    samples = decode(samples, Shaper(cfg, catalog.num_classes, epoch), stats, cfg.on_error,
-                     lambda i: first() if i < cfg.batch_size else steady())
-    window = cfg.clip_samples if (cfg.training or cfg.eval_crop == "center") else None
+    shaper = Shaper(cfg, catalog.num_classes, epoch, rate=cfg.audio_rate(catalog.sample_rate))
+    samples = decode(samples, shaper, stats, cfg.on_error, lambda i: first() if i < cfg.batch_size else steady())
+    window = shaper.window if (cfg.training or cfg.eval_crop == "center") else None
     if cfg.frontend is not None:
         cfg.frontend.set_epoch(epoch)
     for n, b in enumerate(batches(samples, cfg.batch_size, plan.batches - skip_batches, window)):

@@ -93,6 +93,7 @@ def test_missing_dali_says_how_to_install(demo_shards: Path, monkeypatch: pytest
 @pytest.mark.parametrize("kw,match", [
     ({"rebalance": {"mode": "uniform"}}, "rebalance"),
     ({"pcm_on_device": True}, "pcm_on_device"),
+    ({"resample_on_device": True}, "resample_on_device"),
     ({"loudness": "lufs"}, "lufs"),
 ])
 def test_options_dali_cannot_honour_are_refused(demo_shards: Path, kw: dict, match: str) -> None:

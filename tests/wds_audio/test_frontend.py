@@ -103,6 +103,17 @@ def test_frontend_on_cuda_matches_cpu() -> None:
     torch.testing.assert_close(fe.to("cuda")(x.cuda()).cpu(), fe.cpu()(x), atol=1e-3, rtol=1e-4)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_frontend_resampling_int16_on_cuda_matches_cpu() -> None:
+    """resample_on_device's path: int16 at 44.1 kHz in, log-mel at 32 kHz out, CPU and CUDA alike."""
+    x = (torch.randn(4, 44100 * 2) * 3000).to(torch.int16)
+    lengths = torch.tensor([88200, 60000, 44100, 1000])
+    fe = Frontend(sample_rate=32000, input_sample_rate=44100, n_fft=1024, hop_length=320, n_mels=128).eval()
+    ref = fe(x, lengths)
+    torch.testing.assert_close(fe.to("cuda")(x.cuda(), lengths.cuda()).cpu(), ref, atol=1e-3, rtol=1e-4)
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_frontend_in_workers_equals_frontend_in_main(demo_shards: Path, workers: int) -> None:
     """frontend= (CPU machines) computes in the workers exactly what the main process would."""

@@ -392,3 +392,70 @@ def test_first_batch_lead_and_gated_workers_give_the_same_epoch_after_resume(dem
 def test_decode_threads_must_be_positive(demo_shards: Path) -> None:
     with pytest.raises(ValueError, match="decode_threads"):
         _load(demo_shards, decode_threads=0)
+
+
+def test_pcm_on_device_decodes_flac_to_int16(demo_shards: Path) -> None:
+    """FLAC shards (16-bit): int16 batches hold exactly the float path's samples x 32768."""
+    kw = dict(batch_size=8, sample_rate=16000, clip_seconds=1.0, seed=4)
+    for a, b in zip(wds_audio.loader(str(demo_shards), pcm_on_device=True, **kw), wds_audio.loader(str(demo_shards), **kw)):
+        assert a.audio.dtype == torch.int16 and a.keys == b.keys and torch.equal(a.lengths, b.lengths)
+        torch.testing.assert_close(a.audio.float() / 32768.0, b.audio, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("pcm", [False, True])
+def test_resample_on_device_gives_the_cpu_paths_audio(demo_shards: Path, pcm: bool) -> None:
+    """Batches at the stored rate (16 kHz), cropped to the window that resamples to the clip; the
+    Frontend then gives the CPU path's (soxr's) log-mel below 0.85 x Nyquist, where both filters pass
+    everything: within 0.05 dB where the mel power is above -60 dB of the batch's maximum (the
+    band between, where the two filters roll off differently, is left out)."""
+    from wds_audio.frontend import Frontend
+
+    kw = dict(batch_size=8, clip_seconds=1.0, seed=4, num_workers=2)
+    dev = wds_audio.loader(str(demo_shards), sample_rate=8000, resample_on_device=True, pcm_on_device=pcm, **kw)
+    cpu = wds_audio.loader(str(demo_shards), sample_rate=8000, **kw)
+    assert dev.audio_rate == 16000 and cpu.audio_rate == 8000
+    fe_dev = Frontend(sample_rate=8000, input_sample_rate=dev.audio_rate, n_fft=256, hop_length=80, n_mels=32,
+                      f_max=3400).eval()
+    fe_cpu = Frontend(sample_rate=8000, n_fft=256, hop_length=80, n_mels=32, f_max=3400).eval()
+    n = 0
+    for a, b in zip(dev, cpu):
+        assert a.keys == b.keys and a.audio.shape == (8, 16000) and b.audio.shape == (8, 8000)
+        assert a.audio.dtype == (torch.int16 if pcm else torch.float32)
+        assert torch.equal(fe_dev.resample.lengths(a.lengths), b.lengths)
+        fa, fb = fe_dev(a.audio, a.lengths), fe_cpu(b.audio, b.lengths)
+        loud = fb > fb.amax() - 60
+        assert (fa - fb)[:, :, 2:-2][loud[:, :, 2:-2]].abs().max() < 0.05
+        n += 1
+    assert n == len(cpu)
+
+
+def test_resample_on_device_is_refused_where_it_cannot_work(demo_shards: Path) -> None:
+    from wds_audio.frontend import Frontend
+
+    m = json.loads((demo_shards / "dataset.json").read_text())
+    pattern = str(demo_shards / sorted(s["path"] for s in m["splits"]["train"]["shards"])[0])
+    with pytest.raises(ValueError, match="resample_on_device needs the stored sample rate"):
+        wds_audio.loader(pattern, classes=m["classes"], batch_size=4, sample_rate=8000, clip_seconds=1.0,
+                         resample_on_device=True)
+    with pytest.raises(ValueError, match="input_sample_rate=16000"):
+        wds_audio.loader(str(demo_shards), batch_size=4, sample_rate=8000, clip_seconds=1.0, resample_on_device=True,
+                         frontend=Frontend(sample_rate=8000))
+
+
+@pytest.mark.parametrize("pcm", [False, True])
+def test_a_clip_stored_at_another_rate_is_brought_to_the_datasets(tmp_path: Path, pcm: bool) -> None:
+    """With resample_on_device, a clip whose file is at 22.05 kHz in a 16-kHz dataset is resampled
+    to 16 kHz on the CPU (soxr), so a batch holds one rate."""
+    from tests.conftest import write_tone
+    from wds_audio.config import LoaderConfig
+    from wds_audio.stream import Shaper
+
+    path = write_tone(tmp_path / "odd.flac", 1.0, sr=22050, freq=700)
+    cfg = LoaderConfig(str(tmp_path), batch_size=1, sample_rate=8000, clip_seconds=None, training=False,
+                       resample_on_device=True, pcm_on_device=pcm)
+    out = Shaper(cfg, 1, 0, rate=16000)({"__key__": "odd", "flac": path.read_bytes(), "labels": bytes([1])})
+    x, _ = sf.read(path, dtype="float32")
+    ref = soxr.resample(x, 22050, 16000, quality="HQ")
+    assert out["audio"].dtype == (np.int16 if pcm else np.float32) and len(out["audio"]) == len(ref)
+    got = out["audio"] / 32768.0 if pcm else out["audio"]
+    assert np.abs(got - ref).max() <= (1 / 32768 if pcm else 1e-6)
