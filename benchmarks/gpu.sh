@@ -16,12 +16,12 @@ export PYTHONUNBUFFERED=1
 { python3 -c "import torch, soundfile, soxr; print('torch', torch.__version__, torch.cuda.get_device_name(0), 'libsndfile', soundfile.__libsndfile_version__)"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   echo "cpus $cpus, workers $w"; } 2>&1 | tee "$out/env.txt"
-timeout 240 python3 -m pytest -q -n 8 -p no:cacheprovider tests/wds_audio/test_resample.py tests/wds_audio/test_frontend.py \
+timeout 150 python3 -m pytest -q -n 8 -p no:cacheprovider tests/wds_audio/test_resample.py tests/wds_audio/test_frontend.py \
     tests/wds_audio/test_features.py tests/wds_audio/test_augment.py tests/wds_audio/test_batch.py \
     tests/wds_audio/test_dali.py "tests/wds_audio/test_loader.py" -k "not test_loader or pin or resample or pcm" \
     2>&1 | tee "$out/tests.log"
-timeout 360 python3 benchmarks/throughput.py --clips 8192 --workers "$w" --workdir /tmp/wds-audio-gpu --out "$out" \
+timeout 330 python3 benchmarks/throughput.py --clips 8192 --workers "$w" --workdir /tmp/wds-audio-gpu --out "$out" \
     2>&1 | tee "$out/throughput.log"
 # every core a worker, as (a) with all of them: for the record (no report file)
-timeout 90 python3 benchmarks/throughput.py --clips 8192 --workers "$cpus" --rows "a,f" --workdir /tmp/wds-audio-gpu \
+timeout 70 python3 benchmarks/throughput.py --clips 8192 --workers "$cpus" --rows "a,f" --workdir /tmp/wds-audio-gpu \
     2>&1 | tee "$out/all_cores.log"
