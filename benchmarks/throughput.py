@@ -111,7 +111,7 @@ def _timed(name: str, batches: Callable[[], Iterable[int]], notes: str, workers:
            "audio_s_per_s": rate * SECONDS, "first_batch_s": first, "peak_rss_MB": rss.peak,
            "cpu_ms_per_clip": 1e3 * cpu / max(clips, 1), "notes": notes}
     print(f"  {name}: {rate:.1f} clips/s after {warmup} item(s) ({clips / dt:.1f} with them), first batch {first:.2f} s, "
-          f"peak RSS {rss.peak:.0f} MB, CPU {row['cpu_ms_per_clip']:.1f} ms/clip", flush=True)
+          f"peak memory (PSS) {rss.peak:.0f} MB, CPU {row['cpu_ms_per_clip']:.1f} ms/clip", flush=True)
     return row
 
 
@@ -369,11 +369,12 @@ def _report(rows: list[dict[str, Any]], growth: dict[str, Any], n: int, rounds: 
                          for name, val, ok in checks)
     load = os.getloadavg()[0]
     text = (f"# Loader throughput\n\n{n} clips of {SECONDS:g} s (FLAC {SR_IN} Hz stored, {SR} Hz target, {N_MELS} mels, "
-            f"SpecAugment, batch {BATCH}), {args.workers} workers; device: {device}. Rows (a)-(e): median of {rounds} "
+            f"SpecAugment, batch {BATCH}), {args.workers} workers; device: {device}. Rows: median of {rounds} "
             f"interleaved round(s) (range = slowest-fastest), all in the same run; clips_per_s is the steady state, counted from the "
             f"arrival of item 2 x workers (batch, or shard for (a) and (b); see _timed: counting from the first batch "
             f"favoured rows whose workers all start at once; the DALI rows still count from their first batch), with_start_clips_per_s from the start of the epoch; cpu_ms_per_clip is the CPU time (user + "
-            f"system, all processes of the row) over the whole epoch per clip; a ratio target is met when both the ratio of "
+            f"system, all processes of the row) over the whole epoch per clip; peak_rss_MB and the RSS per epoch are the process "
+            f"tree's memory as PSS (a page shared by the forked processes counts once); a ratio target is met when both the ratio of "
             f"the row medians and the median of the per-round ratios meet it; 1-min load average at the end "
             f"{load:.1f}.\n\n{table}\n\nRSS per epoch (MB, ours, persistent workers): {growth['rss_MB_per_epoch']}\n\n"
             f"{verdicts}\n")

@@ -38,9 +38,10 @@ def clips(request) -> torch.Tensor:
                                 dict(n_fft=1024, win_length=800, hop_length=320, n_mels=128, f_min=50.0, f_max=7000.0),
                                 dict(n_fft=400, hop_length=160, n_mels=40, mel_scale="slaney", norm="slaney")])
 def test_logmel_matches_torchaudio(clips: torch.Tensor, device: str, kw: dict) -> None:
-    """max |ours - 10*log10(max(torchaudio MelSpectrogram, 1e-10))| <= 1e-4 dB."""
+    """max |ours - 10*log10(max(torchaudio MelSpectrogram, 1e-10))| <= 1e-4 dB, torchaudio on the
+    same device (cuFFT against the CPU's FFT alone differs by up to ~8e-4 dB in quiet bins)."""
     ours = LogMel(sample_rate=16000, **kw).to(device)(clips.to(device)).cpu()
-    ta = torchaudio.transforms.MelSpectrogram(sample_rate=16000, **kw)(clips)
+    ta = torchaudio.transforms.MelSpectrogram(sample_rate=16000, **kw).to(device)(clips.to(device)).cpu()
     ref = 10 * torch.log10(ta.clamp_min(1e-10))
     assert ours.shape == ref.shape
     assert (ours - ref).abs().max().item() <= 1e-4
