@@ -78,6 +78,25 @@ def _memory_kb(pid: int) -> int:
     return 0
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and of its children that have exited (DataLoader
+    workers and pool processes are joined when a row ends, so a row's delta covers them)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def logmel_frontend(sample_rate: int, n_fft: int, hop_length: int, n_mels: int, time_width: int,
+                    freq_width: int, input_sample_rate: int | None = None) -> Any:
+    """The benchmarks' feature stage: log-mel + SpecAugment (2 time and 2 frequency masks), training mode."""
+    from wds_audio.augment import SpecAugment
+    from wds_audio.frontend import Frontend
+
+    return Frontend(sample_rate=sample_rate, features="logmel", n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
+                    input_sample_rate=input_sample_rate,
+                    specaugment=SpecAugment(time_masks=2, time_width=time_width, freq_masks=2, freq_width=freq_width,
+                                            p=1.0)).train()
+
+
 class PeakRSS:
     """Samples the process tree's memory (PSS, see tree_rss_mb) in a thread; ``peak`` in MB."""
 

@@ -287,9 +287,10 @@ def test_pitch_shift_by_an_octave_matches_torchaudio(device: str) -> None:
     for semitones in (12.0, -12.0):
         ps = PitchShift(min_semitones=semitones, max_semitones=semitones, p=1.0).to(device)
         y = ps(x.to(device), None, ["a", "b"], epoch=0)[0]
-        # the reference on the same device: cuFFT and the CPU's FFT differ by ~1e-3 on their own
         reference = AF.pitch_shift(x.to(device), SR, int(semitones))
-        torch.testing.assert_close(y, reference, atol=1e-4, rtol=0)
+        # On CUDA, FFT rounding accumulates in the phase vocoder's running phase: torchaudio's own
+        # CUDA and CPU results differ by 1.5e-3 (H200), and ours matched its CUDA result to 1.4e-4.
+        torch.testing.assert_close(y, reference, atol=1e-4 if device == "cpu" else 5e-4, rtol=0)
 
 
 @pytest.mark.parametrize("device", DEVICES)
