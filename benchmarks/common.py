@@ -43,13 +43,14 @@ def _write_clip(root: Path, seconds: float, sample_rate: int, classes: int, seed
     return {"path": rel, "labels": f"class{c}", "split": "train", "fold": 1 + i % 5, "group": f"g{i}"}
 
 
-def tree_rss_mb(pid: int | None = None) -> float:
+def tree_rss_mb(pid: int | None = None, pss: bool = True) -> float:
     """Memory of a process and all its descendants, in MB (Linux /proc): the sum of their
     proportional set sizes (PSS), where a page shared by n processes counts 1/n in each.
 
     Summing VmRSS instead counts the pages that forked workers share with their parent (torch's
     libraries, the parent's heap) once per process: 35 GB for 15-16 processes on a 16-core machine,
-    where PSS gives what the tree really holds. Falls back to VmRSS where smaps_rollup is missing."""
+    where PSS gives what the tree really holds. Falls back to VmRSS where smaps_rollup is missing;
+    ``pss=False``: the sum of VmRSS (what "RSS" targets were first measured with)."""
     pid = pid or os.getpid()
     children: dict[int, list[int]] = {}
     for d in os.listdir("/proc"):
@@ -62,13 +63,14 @@ def tree_rss_mb(pid: int | None = None) -> float:
     total, todo = 0, [pid]
     while todo:
         p = todo.pop()
-        total += _memory_kb(p)
+        total += _memory_kb(p, pss)
         todo += children.get(p, [])
     return total / 1024
 
 
-def _memory_kb(pid: int) -> int:
-    for name, field in ((f"/proc/{pid}/smaps_rollup", "Pss:"), (f"/proc/{pid}/status", "VmRSS:")):
+def _memory_kb(pid: int, pss: bool = True) -> int:
+    sources = ((f"/proc/{pid}/smaps_rollup", "Pss:"),) if pss else ()
+    for name, field in sources + ((f"/proc/{pid}/status", "VmRSS:"),):
         try:
             for line in open(name):
                 if line.startswith(field):

@@ -9,8 +9,8 @@ Example:
 """
 from __future__ import annotations
 
-import os
 import gc
+import os
 import random
 import time
 from dataclasses import dataclass

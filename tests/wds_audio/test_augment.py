@@ -288,9 +288,17 @@ def test_pitch_shift_by_an_octave_matches_torchaudio(device: str) -> None:
         ps = PitchShift(min_semitones=semitones, max_semitones=semitones, p=1.0).to(device)
         y = ps(x.to(device), None, ["a", "b"], epoch=0)[0]
         reference = AF.pitch_shift(x.to(device), SR, int(semitones))
-        # On CUDA, FFT rounding accumulates in the phase vocoder's running phase: torchaudio's own
-        # CUDA and CPU results differ by 1.5e-3 (H200), and ours matched its CUDA result to 1.4e-4.
-        torch.testing.assert_close(y, reference, atol=1e-4 if device == "cpu" else 5e-4, rtol=0)
+        if device == "cpu":
+            torch.testing.assert_close(y, reference, atol=1e-4, rtol=0)
+        else:
+            # cuFFT's rounding differs from run to run and accumulates in the phase vocoder's running
+            # phase towards the clip's end. On an H200, ours against torchaudio (both on CUDA) differed
+            # by 1.4e-4 in one run and by 1.9e-3 in another (199 of 32,000 samples over 5e-4, the
+            # largest at sample 15,943 of 16,000); torchaudio's own CUDA and CPU results differ by
+            # 1.5e-3. So on CUDA the error's energy is bounded instead of each sample (those figures
+            # put it near -70 dB; the bound is -50 dB).
+            err = (y - reference).pow(2).sum().sqrt() / reference.pow(2).sum().sqrt()
+            assert 20 * torch.log10(err) < -50
 
 
 @pytest.mark.parametrize("device", DEVICES)
