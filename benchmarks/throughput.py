@@ -111,7 +111,7 @@ def _timed(name: str, batches: Callable[[], Iterable[int]], notes: str, workers:
            "audio_s_per_s": rate * SECONDS, "first_batch_s": first, "peak_rss_MB": rss.peak,
            "cpu_ms_per_clip": 1e3 * cpu / max(clips, 1), "notes": notes}
     print(f"  {name}: {rate:.1f} clips/s after {warmup} item(s) ({clips / dt:.1f} with them), first batch {first:.2f} s, "
-          f"peak memory (PSS) {rss.peak:.0f} MB, CPU {row['cpu_ms_per_clip']:.1f} ms/clip", flush=True)
+          f"peak RSS {rss.peak:.0f} MB, CPU {row['cpu_ms_per_clip']:.1f} ms/clip", flush=True)
     return row
 
 
@@ -247,7 +247,7 @@ def rss_growth(dataset: Path, workers: int, epochs: int) -> dict[str, Any]:
     seen, per = 0, None
     for n in run():
         seen += n
-        peak = {"rss": max(peak["rss"], tree_rss_mb(pss=False)), "pss": max(peak["pss"], tree_rss_mb())}
+        peak = {"rss": max(peak["rss"], tree_rss_mb()), "pss": max(peak["pss"], tree_rss_mb(pss=True))}
         per = per or _batches_per_epoch(dataset)
         if seen % (per * BATCH) == 0:
             for k in per_epoch:
@@ -380,7 +380,8 @@ def _report(rows: list[dict[str, Any]], growth: dict[str, Any], n: int, rounds: 
             f"arrival of item 2 x workers (batch, or shard for (a) and (b); see _timed: counting from the first batch "
             f"favoured rows whose workers all start at once; the DALI rows still count from their first batch), with_start_clips_per_s from the start of the epoch; cpu_ms_per_clip is the CPU time (user + "
             f"system, all processes of the row) over the whole epoch per clip; peak_rss_MB is the process "
-            f"tree's memory as PSS (a page shared by the forked processes counts once; summed VmRSS counts it once per process); a ratio target is met when both the ratio of "
+            f"tree's summed VmRSS, which counts the pages forked processes share once per process (PSS, which counts them "
+            f"once, is read only in the untimed growth check: reading it costs a timed row ~15 %); a ratio target is met when both the ratio of "
             f"the row medians and the median of the per-round ratios meet it; 1-min load average at the end "
             f"{load:.1f}.\n\n{table}\n\nPeak memory per epoch (MB, ours, persistent workers): summed VmRSS "
             f"{growth['rss_MB_per_epoch']}, PSS {growth['pss_MB_per_epoch']}\n\n"

@@ -231,7 +231,8 @@ class AudioLoader:
         fe_rate = getattr(cfg.frontend, "input_sample_rate", self.audio_rate)
         if fe_rate != self.audio_rate:
             raise ValueError(f"the frontend takes audio at {fe_rate} Hz, batches carry it at {self.audio_rate} Hz "
-                             f"(give it input_sample_rate={self.audio_rate})")
+                             f"(build it with sample_rate={self.audio_rate}, or input_sample_rate={self.audio_rate} "
+                             "to resample)")
         self.rebalance = self._rebalance_stage()
         self.dataset = _EpochDataset(cfg, self.catalog, self.rank, self.world_size, self.rebalance)
         self.epoch, self.start = 0, 0  # start: batches of this epoch delivered so far (state_dict)

@@ -440,6 +440,9 @@ def test_resample_on_device_is_refused_where_it_cannot_work(demo_shards: Path) -
     with pytest.raises(ValueError, match="input_sample_rate=16000"):
         wds_audio.loader(str(demo_shards), batch_size=4, sample_rate=8000, clip_seconds=1.0, resample_on_device=True,
                          frontend=Frontend(sample_rate=8000))
+    with pytest.raises(ValueError, match="takes audio at 16000 Hz, batches carry it at 8000 Hz"):
+        wds_audio.loader(str(demo_shards), batch_size=4, sample_rate=8000, clip_seconds=1.0,
+                         frontend=Frontend(sample_rate=16000))  # features at the wrong rate, refused too
 
 
 @pytest.mark.parametrize("pcm", [False, True])
