@@ -22,7 +22,7 @@ from torch import nn
 
 FILTER_WIDTH = 64          # zero crossings of the sinc on each side
 ROLLOFF = 0.9475937167399596  # cut-off as a fraction of the lower Nyquist frequency
-BETA = 14.769656459379492     # Kaiser window shape: ~-100 dB side lobes
+BETA = 14.769656459379492     # Kaiser window shape (with the two above: resampy's "kaiser_best")
 
 
 def output_length(length: torch.Tensor | int, orig: int, new: int) -> torch.Tensor | int:

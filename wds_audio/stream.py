@@ -618,13 +618,11 @@ class Shaper:
     cfg: LoaderConfig
     num_classes: int
     epoch: int
-    rate: int = 0
-    window: int | None = None
+    rate: int | None = None  # default: cfg.sample_rate
 
     def __post_init__(self) -> None:
         self.rate = self.rate or self.cfg.sample_rate
-        if self.window is None:
-            self.window = self.cfg.audio_window(self.rate)
+        self.window = self.cfg.audio_window(self.rate)
 
     def __call__(self, sample: Sample) -> Sample:
         key = sample["__key__"]
