@@ -141,14 +141,19 @@ def row_tight_ops(shards: list[str], workers: int) -> dict[str, Any]:
                   workers)
 
 
-def _ours(dataset: Path, workers: int, epochs: int = 1, persistent: bool = False,
-          in_workers: bool = False) -> tuple[Callable, Any]:
+def _ours(dataset: Path, workers: int, epochs: int = 1, persistent: bool = False, in_workers: bool = False,
+          device: str = "cpu", on_device: bool = False) -> tuple[Callable, Any]:
+    """Our loader and a function running ``epochs`` of it. The Frontend runs in the workers
+    (``in_workers``) or on ``device`` in this process, where batches are copied without blocking
+    (pinned, by default, when CUDA is there); ``on_device``: int16 batches at the stored rate,
+    resampled by the Frontend. On CUDA the clock stops after the GPU has finished the last batch."""
     import wds_audio
 
-    fe = _frontend()
+    fe = _frontend(SR_IN if on_device else None).to(device)
     loader = wds_audio.loader(str(dataset), batch_size=BATCH, sample_rate=SR, clip_seconds=SECONDS,
                               num_workers=workers, seed=0, persistent_workers=persistent and workers > 0,
-                              frontend=fe if in_workers else None)
+                              frontend=fe if in_workers else None, pcm_on_device=on_device,
+                              resample_on_device=on_device)
 
     def run() -> Iterable[int]:
         with torch.no_grad():
@@ -156,38 +161,25 @@ def _ours(dataset: Path, workers: int, epochs: int = 1, persistent: bool = False
                 loader.set_epoch(e)
                 for b in loader:
                     if not in_workers:
-                        fe(b.audio, b.lengths, keys=b.draw_keys)
+                        fe(b.audio.to(device, non_blocking=True), b.lengths.to(device, non_blocking=True),
+                           keys=b.draw_keys)
                     yield len(b)
+            if device == "cuda":
+                torch.cuda.synchronize()
     return run, loader
 
 
-def row_ours(dataset: Path, workers: int, in_workers: bool) -> dict[str, Any]:
-    run, loader = _ours(dataset, workers, in_workers=in_workers)
-    name = ("(c) ours, CPU setup: Frontend in the loader's workers" if in_workers else
-            "(c') ours, GPU setup run on CPU: Frontend in the main process")
-    row = _timed(name, run, f"num_workers={workers}, streams 8", workers)
-    row["consumer_wait_s"] = loader.metrics()["wait_s"]
-    return row
-
-
-def row_gpu(dataset: Path, workers: int, on_device: bool) -> dict[str, Any]:
-    """The issue's common case on a GPU machine: batches pinned, copied without blocking, the
-    Frontend on the GPU; the clock stops after the GPU has finished the last batch."""
-    import wds_audio
-
-    fe = _frontend(SR_IN if on_device else None).to("cuda")
-    loader = wds_audio.loader(str(dataset), batch_size=BATCH, sample_rate=SR, clip_seconds=SECONDS, num_workers=workers,
-                              seed=0, pin_memory=True, pcm_on_device=on_device, resample_on_device=on_device)
-
-    def run() -> Iterable[int]:
-        with torch.no_grad():
-            for b in loader:
-                fe(b.audio.cuda(non_blocking=True), b.lengths.cuda(non_blocking=True), keys=b.draw_keys)
-                yield len(b)
-            torch.cuda.synchronize()
-    name = ("(f) ours, GPU: int16 at the stored rate, resampled + log-mel on the GPU" if on_device else
-            "(f') ours, GPU: resampled on the CPU, log-mel on the GPU")
-    row = _timed(name, run, f"num_workers={workers}, pinned, {torch.cuda.get_device_name(0)}", workers)
+def row_ours(dataset: Path, workers: int, in_workers: bool, device: str = "cpu", on_device: bool = False) -> dict[str, Any]:
+    run, loader = _ours(dataset, workers, in_workers=in_workers, device=device, on_device=on_device)
+    if device == "cuda":
+        name = ("(f) ours, GPU: int16 at the stored rate, resampled + log-mel on the GPU" if on_device else
+                "(f') ours, GPU: resampled on the CPU, log-mel on the GPU")
+        notes = f"num_workers={workers}, pinned, {torch.cuda.get_device_name(0)}"
+    else:
+        name = ("(c) ours, CPU setup: Frontend in the loader's workers" if in_workers else
+                "(c') ours, GPU setup run on CPU: Frontend in the main process")
+        notes = f"num_workers={workers}, streams 8"
+    row = _timed(name, run, notes, workers)
     row["consumer_wait_s"] = loader.metrics()["wait_s"]
     return row
 
@@ -329,7 +321,8 @@ def main() -> None:
         runners = {"a": lambda: row_decode_only(shards, w), "b": lambda: row_tight_ops(shards, w),
                    "c": lambda: row_ours(ds, w, in_workers=True), "c'": lambda: row_ours(ds, w, in_workers=False),
                    "d": lambda: row_torchaudio(files, w), "e": lambda: row_webdataset(shards, w),
-                   "f": lambda: row_gpu(ds, w, on_device=True), "f'": lambda: row_gpu(ds, w, on_device=False)}
+                   "f": lambda: row_ours(ds, w, False, "cuda", on_device=True),
+                   "f'": lambda: row_ours(ds, w, False, "cuda", on_device=False)}
         rows = _rounds([runners[k] for k in args.rows.split(",")], rounds)
         if not args.quick and args.rows == ROWS:
             try:

@@ -2,8 +2,9 @@
 
 For ``resample_on_device``: the DataLoader workers only decode and crop, and the resampling
 (soxr: 2.4 ms of the 6.7 ms that decoding and resampling a 5-s clip from 44.1 to 32 kHz took on
-one core, measured) runs on the GPU inside the Frontend. The filter is torchaudio's ``sinc_interp_kaiser`` design with its "kaiser_best"
-settings (the same numbers as ``torchaudio.functional.resample`` with them, to float32 rounding),
+one core, measured) runs on the GPU inside the Frontend. The filter is torchaudio's
+``sinc_interp_kaiser`` design with resampy's "kaiser_best" settings (the same numbers as
+``torchaudio.functional.resample`` with them, within 1e-5: tests/wds_audio/test_resample.py),
 computed as one matrix product per batch: the product stays in full float32 precision on the GPU,
 where cuDNN's convolution (torchaudio's way) may use TF32 and keep ~10 bits of mantissa.
 

@@ -544,18 +544,16 @@ def decode_audio(sample: Sample, pcm: bool, window: Callable[[int, int], tuple[i
     16-bit PCM WAV is sliced from the bytes without decoding; anything else goes through libsndfile.
     """
     ext = _audio_member(sample)
-    if pcm and ext == "wav":
-        x, sr = _wav_slice(sample, window)
-        if x is not None:
-            return x, sr
-    try:
-        with sf.SoundFile(io.BytesIO(sample[ext])) as f:
-            start, count = window(f.frames, f.samplerate) if window else (0, -1)
-            if start:
-                f.seek(start)
-            x, sr = f.read(count, dtype="int16" if pcm else "float32", always_2d=True), f.samplerate
-    except Exception as e:  # noqa: BLE001 - every decoder failure is the same kind of skip
-        raise SampleError("decode_error", f"{sample['__key__']} ({sample.get('__url__')}): .{ext} does not decode ({e})") from e
+    x, sr = _wav_slice(sample, window) if pcm and ext == "wav" else (None, 0)
+    if x is None:
+        try:
+            with sf.SoundFile(io.BytesIO(sample[ext])) as f:
+                start, count = window(f.frames, f.samplerate) if window else (0, -1)
+                if start:
+                    f.seek(start)
+                x, sr = f.read(count, dtype="int16" if pcm else "float32", always_2d=True), f.samplerate
+        except Exception as e:  # noqa: BLE001 - every decoder failure is the same kind of skip
+            raise SampleError("decode_error", f"{sample['__key__']} ({sample.get('__url__')}): .{ext} does not decode ({e})") from e
     if len(x) == 0:
         raise SampleError("decode_error", f"{sample['__key__']}: zero-length audio")
     return x, sr
@@ -567,8 +565,6 @@ def _wav_slice(sample: Sample, window: Callable[[int, int], tuple[int, int]] | N
         x, sr, _ = wav_pcm16(sample["wav"], sample["__key__"])
     except NotPcm16:
         return None, 0  # float or 24-bit WAV: libsndfile converts it
-    if len(x) == 0:
-        raise SampleError("decode_error", f"{sample['__key__']}: zero-length audio")
     start, count = window(len(x), sr) if window else (0, -1)
     return (x[start:start + count] if count >= 0 else x[start:]), sr
 

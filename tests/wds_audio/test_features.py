@@ -39,7 +39,7 @@ def clips(request) -> torch.Tensor:
                                 dict(n_fft=400, hop_length=160, n_mels=40, mel_scale="slaney", norm="slaney")])
 def test_logmel_matches_torchaudio(clips: torch.Tensor, device: str, kw: dict) -> None:
     """max |ours - 10*log10(max(torchaudio MelSpectrogram, 1e-10))| <= 1e-4 dB, torchaudio on the
-    same device (cuFFT against the CPU's FFT alone differs by up to ~8e-4 dB in quiet bins)."""
+    same device (torchaudio's own CUDA and CPU results differ by up to 7.6e-4 dB on an H200)."""
     ours = LogMel(sample_rate=16000, **kw).to(device)(clips.to(device)).cpu()
     ta = torchaudio.transforms.MelSpectrogram(sample_rate=16000, **kw).to(device)(clips.to(device)).cpu()
     ref = 10 * torch.log10(ta.clamp_min(1e-10))
