@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO := data/demo
 JOBS ?= 2
 
-.PHONY: demo test test-all bench venv clean
+.PHONY: demo test test-isa test-all bench venv clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,19 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(JOBS) -m "not slow"
+
+# The numeric tests (marker `numeric`) once per CPU code path. torch's own kernels follow
+# ATEN_CPU_CAPABILITY, but its FFT and matmul go through MKL (MKL_ENABLE_INSTRUCTIONS) and its
+# convolutions through oneDNN (ONEDNN_MAX_CPU_ISA): all three are set together. A host without
+# AVX-512 runs its best path in the last round; each round prints the paths it got.
+ISA_PATHS := default,SSE4_2,SSE41 avx2,AVX2,AVX2 avx512,AVX512,AVX512_CORE
+test-isa: $(STAMP)
+	@set -e; for p in $(ISA_PATHS); do \
+	  set -- $$(echo $$p | tr , ' '); \
+	  export ATEN_CPU_CAPABILITY=$$1 MKL_ENABLE_INSTRUCTIONS=$$2 ONEDNN_MAX_CPU_ISA=$$3; \
+	  $(PY) -c "import torch; print('== ATen', torch.backends.cpu.get_cpu_capability(), '| MKL $$2 | oneDNN $$3')"; \
+	  $(PY) -m pytest -q -n $(JOBS) -m "numeric and not slow"; \
+	done
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -n $(JOBS)

@@ -46,6 +46,7 @@ def test_pack_then_stats_writes_feature_stats(demo_src: Path, tmp_path: Path, ca
     assert "tone_low" in table and "durations over 20 clips" in table
 
 
+@pytest.mark.numeric
 def test_stats_match_a_direct_computation(demo_shards: Path, tmp_path: Path) -> None:
     """Per-bin mean/std equal numpy over torchaudio's MelSpectrogram frames of the same clips."""
     import io

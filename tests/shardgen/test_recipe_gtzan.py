@@ -106,6 +106,7 @@ def test_wrong_root_and_missing_lists(tmp_path: Path) -> None:
         gtzan.load(root, split="stratified", splits=tmp_path / "l")
 
 
+@pytest.mark.numeric
 def test_pack_and_read_back_via_cli(tmp_path: Path) -> None:
     root = make_tree(tmp_path / "gtzan", audio_dir="genres", ext=".au")
     splits = write_lists(tmp_path / "lists")

@@ -64,6 +64,7 @@ def test_esc50_hub_layout_parquet(tmp_path: Path) -> None:
     assert c.info["source"] == [str(root / "data" / "train-00000-of-00001.parquet")]
 
 
+@pytest.mark.numeric
 def test_pack_and_read_back_audio_bytes(tmp_path: Path) -> None:
     root = tmp_path / "esc50"
     esc_dataset(tmp_path).to_parquet(str(root / "train-00000-of-00001.parquet"))

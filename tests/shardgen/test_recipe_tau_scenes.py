@@ -120,6 +120,7 @@ def test_wrong_root(tmp_path: Path) -> None:
         tau.load(root)
 
 
+@pytest.mark.numeric
 def test_pack_tiny_tree_and_read_back(tmp_path: Path) -> None:
     root = make_tree(tmp_path / "src")
     out = tmp_path / "out"

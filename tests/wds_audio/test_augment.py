@@ -18,6 +18,8 @@ from tests.conftest import write_tone
 from wds_audio.augment import (Bandpass, Gain, Mixup, NoiseMix, PitchShift, Reverb, SpecAugment, SpeedPerturb,
                                synthetic_rirs, valid_mask)
 
+pytestmark = pytest.mark.numeric  # float tolerances: also run by `make test-isa`
+
 SR = 16000
 CUDA = pytest.param("cuda", marks=[pytest.mark.gpu,
                                    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")])

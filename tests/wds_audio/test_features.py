@@ -11,6 +11,8 @@ import torchaudio
 
 from wds_audio.features import MFCC, LogMel, frame_mask, frames_for
 
+pytestmark = pytest.mark.numeric  # float tolerances: also run by `make test-isa`
+
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 

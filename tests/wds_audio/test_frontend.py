@@ -12,6 +12,8 @@ from wds_audio.augment import Gain, Mixup, SpecAugment
 from wds_audio.features import LogMel
 from wds_audio.frontend import Frontend, noise_bank
 
+pytestmark = pytest.mark.numeric  # float tolerances: also run by `make test-isa`
+
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 

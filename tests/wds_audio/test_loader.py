@@ -17,6 +17,8 @@ import torch
 import wds_audio
 from wds_audio.stream import SampleError
 
+pytestmark = pytest.mark.numeric  # float tolerances: also run by `make test-isa`
+
 
 def _load(src: Path, **kw):
     args = dict(split="train", batch_size=8, sample_rate=16000, clip_seconds=1.0, seed=3)

@@ -415,6 +415,7 @@ def test_emitted_samples_are_copies_so_later_stages_may_change_them():
 # --------------------------------------------------------------------------- real shards, real audio
 
 
+@pytest.mark.numeric
 def test_as_a_webdataset_stage_on_real_flac_shards(tmp_path: Path):
     import webdataset as wds
 

@@ -9,6 +9,8 @@ import torchaudio.functional as AF
 
 from wds_audio.resample import BETA, FILTER_WIDTH, ROLLOFF, Resample, output_length
 
+pytestmark = pytest.mark.numeric  # float tolerances: also run by `make test-isa`
+
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
                                                                                    reason="needs CUDA")])]
 PAIRS = [(44100, 32000), (48000, 16000), (22050, 16000), (16000, 44100), (8000, 48000), (44100, 16000)]
