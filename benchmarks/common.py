@@ -92,8 +92,8 @@ def cpu_seconds() -> float:
 def logmel_frontend(sample_rate: int, n_fft: int, hop_length: int, n_mels: int, time_width: int,
                     freq_width: int, input_sample_rate: int | None = None) -> Any:
     """The benchmarks' feature stage: log-mel + SpecAugment (2 time and 2 frequency masks), training mode."""
-    from wds_audio.augment import SpecAugment
-    from wds_audio.frontend import Frontend
+    from wds_audio.signal.augment.specaugment import SpecAugment
+    from wds_audio.device.frontend import Frontend
 
     return Frontend(sample_rate=sample_rate, features="logmel", n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
                     input_sample_rate=input_sample_rate,

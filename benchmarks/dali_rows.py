@@ -23,8 +23,9 @@ from typing import Any
 
 import torch
 
-from wds_audio.config import LoaderConfig
-from wds_audio.dali import DaliFeatures, DaliLoader, DaliSpecAugment
+from wds_audio.pipeline.config import LoaderConfig
+from wds_audio.dali.features import DaliFeatures, DaliSpecAugment
+from wds_audio.dali.loader import DaliLoader
 
 
 def _measure(loader: DaliLoader, seconds_budget: float, gpu: bool) -> dict[str, float]:

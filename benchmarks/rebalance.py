@@ -43,8 +43,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import markdown_table  # noqa: E402
-from wds_audio.features import LogMel  # noqa: E402
-from wds_audio.rebalance import Rebalance, RebalanceStage  # noqa: E402
+from wds_audio.signal.features import LogMel# noqa: E402
+from wds_audio.pipeline.rebalance import Rebalance# noqa: E402
+from wds_audio.pipeline.reservoir import RebalanceStage
 
 MIB = 1 << 20
 

@@ -50,7 +50,7 @@ ROWS = "a,b,c,d,e,f,f'" if torch.cuda.is_available() else "a,b,c,c',d,e"
 
 
 def _tar_samples(path: str) -> Iterable[tuple[str, bytes]]:
-    from wds_audio.stream import iter_members
+    from wds_audio.pipeline.shards import iter_members
 
     with open(path, "rb") as f:
         for name, data in iter_members(f, path):

@@ -1,6 +1,6 @@
 """`shardgen stats`: class histogram, duration summary, per-mel-bin mean/std into dataset.json.
 
-The feature statistics use the same :class:`wds_audio.features.LogMel` the loader's
+The feature statistics use the same :class:`wds_audio.signal.features.LogMel` the loader's
 frontend uses, so ``Frontend(standardize="dataset")`` standardizes with exactly them.
 """
 from __future__ import annotations
@@ -56,7 +56,7 @@ def plot_classes(manifest: dict[str, Any], path: Path) -> None:
 def feature_stats(base: Path, manifest: dict[str, Any], split: str, n_mels: int, n_fft: int,
                   hop_length: int | None, max_clips: int | None = None) -> tuple[dict[str, Any], list[float]]:
     """Per-mel-bin mean/std of log-mel frames over ``split`` and the clip durations seen."""
-    from wds_audio.features import LogMel
+    from wds_audio.signal.features import LogMel
 
     sr = manifest["sample_rate"]
     mel = LogMel(sample_rate=sr, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels)

@@ -25,7 +25,7 @@ AUDIO_EXTS = ("flac", "wav", "ogg")
 
 
 def _read(base: str, rel: str) -> bytes:
-    from wds_audio.sources import read_bytes
+    from wds_audio.io.open import read_bytes
 
     return read_bytes(base.rstrip("/") + "/" + rel)
 

@@ -12,7 +12,7 @@ compared with the float64 reference in three ways that do not depend on the CPU:
 - max |dB difference| over the cells within ``LOUD_DB`` of their frame's loudest band;
 - max |power difference| / the frame's loudest band power, over every cell.
 
-Measured by tests/wds_audio/test_dali.py::test_features_match_the_torch_definitions (the 20
+Measured by tests/wds_audio/dali/test_dali.py::test_features_match_the_torch_definitions (the 20
 validation clips of the demo shards; HTK 512/64 and Slaney 1024/400/80), worst of
 ATEN_CPU_CAPABILITY=default / MKL_ENABLE_INSTRUCTIONS=SSE4_2, avx2 / AVX2 and avx512 / AVX512,
 and of OMP_NUM_THREADS=1 and 2, on a Xeon with AVX-512:
@@ -55,7 +55,7 @@ def fbanks64(n_freqs: int, f_min: float, f_max: float, n_mels: int, sample_rate:
 def logmel64(x: torch.Tensor | np.ndarray, sample_rate: int = 16000, n_fft: int = 1024, win_length: int | None = None,
              hop_length: int | None = None, n_mels: int = 128, f_min: float = 0.0, f_max: float | None = None,
              mel_scale: str = "htk") -> torch.Tensor:
-    """(T,) or (B, T) waveform -> log-mel power in dB, as wds_audio.features.LogMel, all in float64."""
+    """(T,) or (B, T) waveform -> log-mel power in dB, as wds_audio.signal.features.LogMel, all in float64."""
     x = torch.as_tensor(x).double()
     win = win_length or n_fft
     spec = torch.stft(x, n_fft, hop_length or sample_rate // 100, win, torch.hann_window(win, dtype=torch.float64),
@@ -65,7 +65,7 @@ def logmel64(x: torch.Tensor | np.ndarray, sample_rate: int = 16000, n_fft: int 
 
 
 def mfcc64(x: torch.Tensor | np.ndarray, n_mfcc: int = 40, top_db: float | None = 80.0, **mel: object) -> torch.Tensor:
-    """(T,) waveform -> MFCC as wds_audio.features.MFCC (per-clip top_db, DCT-II ortho), in float64."""
+    """(T,) waveform -> MFCC as wds_audio.signal.features.MFCC (per-clip top_db, DCT-II ortho), in float64."""
     db = logmel64(x, **mel)  # type: ignore[arg-type]
     if top_db is not None:
         db = torch.maximum(db, db.amax() - top_db)

@@ -1,5 +1,15 @@
 """wds_audio: streaming audio classification data from WebDataset shards.
 
+The rooms, in the order the data goes through them (each subpackage's docstring says what
+enters and what leaves it):
+
+- ``io``: shard URLs -> bytes (file, HTTP, S3, GCS; retries, resumes, checks, cache).
+- ``pipeline``: dataset.json -> plan -> samples -> batches (the torch back end).
+- ``signal``: numbers -> numbers (shaping, resampling, loudness, features, augmentations).
+- ``device``: batches -> features on the GPU or CPU (:class:`Frontend`).
+- ``dali``: the DALI back end: the same plan, decoded and featurized by DALI.
+- ``core``: what every room uses: seeded randomness, thread budgets, freed memory.
+
 Example:
     >>> import wds_audio                                                     # doctest: +SKIP
     >>> loader = wds_audio.loader("data/demo", batch_size=64, sample_rate=16000, clip_seconds=2.0)
@@ -14,13 +24,17 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-# `loader` is both a submodule and the entry point: importing it here, eagerly, makes the
-# function win over the submodule attribute for good. The rest is imported on first use.
-from .loader import AudioLoader, loader  # noqa: E402, F401
+from .backends import loader  # noqa: E402, F401 - the entry point; the rest is imported on first use
 
-_LAZY = {"LoaderConfig": "config", "Catalog": "catalog", "Batch": "stream", "Frontend": "frontend",
-         "Rebalance": "rebalance"}
-__all__ = sorted([*_LAZY, "AudioLoader", "loader"])
+_LAZY = {
+    "AudioLoader": "pipeline.loader", "LoaderConfig": "pipeline.config", "Catalog": "pipeline.catalog",
+    "Batch": "pipeline.batch", "Rebalance": "pipeline.rebalance", "SourceOptions": "io.options",
+    "SourceError": "io.options", "Frontend": "device.frontend", "noise_bank": "device.frontend",
+    "LogMel": "signal.features", "MFCC": "signal.features", "Resample": "signal.resample",
+    **{name: "signal.augment" for name in ("Gain", "NoiseMix", "Reverb", "Bandpass", "SpeedPerturb", "PitchShift",
+                                            "SpecAugment", "Mixup", "synthetic_rirs")},
+}
+__all__ = sorted([*_LAZY, "loader"])
 
 
 def __getattr__(name: str) -> Any:

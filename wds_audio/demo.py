@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 
 import wds_audio
-from wds_audio.augment import Gain
-from wds_audio.frontend import Frontend
+
+from .device.frontend import Frontend
+from .signal.augment.gain import Gain
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import wds_audio
-from wds_audio.frontend import Frontend
+from wds_audio.device.frontend import Frontend
 
 
 def main() -> None:

@@ -16,7 +16,9 @@ from typing import Any, BinaryIO
 
 import pytest
 
-from wds_audio.sources import SourceError, SourceMetrics, SourceOptions, fetch_shard, open_shard, prefetch, read_bytes
+from wds_audio.io.open import fetch_shard, open_shard, read_bytes
+from wds_audio.io.options import SourceError, SourceMetrics, SourceOptions
+from wds_audio.io.prefetch import prefetch
 
 from .faultserver import Fault, FaultServer
 from .shards import shards, tar_keys

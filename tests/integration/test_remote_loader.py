@@ -20,8 +20,8 @@ import pytest
 import torch
 
 import wds_audio
-from wds_audio.sources import SourceOptions
-from wds_audio.stream import SampleError
+from wds_audio.io.options import SourceOptions
+from wds_audio.pipeline.samples import SampleError
 
 from .conftest import S3, s3_env
 from .faultserver import Fault, FaultServer
@@ -280,7 +280,7 @@ def test_slices_too_big_to_prefetch_are_streamed_and_still_resumed(fault_server:
 
 def test_a_shard_cut_at_its_rotation_point_is_one_whole_request(fault_server: FaultServer, demo_shards: Path) -> None:
     """Training reads each shard as [r, n) then [0, r): one whole-shard GET (sha256-checked), not two ranges."""
-    from wds_audio.stream import ShardReader, fetch_groups
+    from wds_audio.pipeline.shards import ShardReader, fetch_groups
 
     kw = dict(training=True, streams=1, num_workers=0)
     want, _ = run_epoch(str(demo_shards), **kw)
@@ -326,7 +326,8 @@ def test_the_first_batch_waits_only_for_the_fetches_it_reads(fault_server: Fault
     """A worker's streams fetch through one queue, most needed first: until the first batch is made,
     only the groups that batch reads are requested (each stream used to start its own fetches at
     once, and the first batch shared the transfer and the CPU with all of them)."""
-    from wds_audio.stream import ShardReader, fetch_groups, read_batch
+    from wds_audio.pipeline.shards import ShardReader, fetch_groups
+    from wds_audio.pipeline.shuffle import read_batch
 
     kw = dict(training=True, streams=4, num_workers=0)
     opts = replace(OPTS, timeout_s=5, prefetch=4)
@@ -396,7 +397,7 @@ def test_persistent_workers_fetch_the_next_epochs_first_batch_before_it_begins(
 def test_a_stream_on_its_own_fetches_through_a_queue_of_its_own(fault_server: FaultServer, demo_shards: Path) -> None:
     """stream_batches without an opened source (outside the loader): its remote reads still go
     ahead through a FetchQueue of its own, and it gives the local stream's batches."""
-    from wds_audio.stream import stream_batches
+    from wds_audio.pipeline.stream import stream_batches
 
     def batches(source: str, **kw: Any) -> tuple[Epoch, Any]:
         loader = wds_audio.loader(source, **{**LOADER, "streams": 2, "num_workers": 0}, **kw)
@@ -441,7 +442,7 @@ def test_the_next_epoch_is_read_ahead_once_this_epochs_reads_have_all_started(fa
     """A persistent worker starts the next epoch's first reads as soon as every read of its current
     epoch has been started, before its last batch: started after the last batch, they ran into the
     next epoch's first batch."""
-    from wds_audio.loader import run_streams
+    from wds_audio.pipeline.loader import run_streams
 
     loader = wds_audio.loader(fault_server.base, **{**LOADER, "training": True, "streams": 4, "num_workers": 0},
                               source_options=OPTS)

@@ -12,8 +12,10 @@ from typing import Any, BinaryIO, Iterator
 
 import pytest
 
-from wds_audio import sources
-from wds_audio.sources import SourceError, SourceMetrics, SourceOptions, fetch_shard, open_shard, prefetch, read_bytes
+from wds_audio.io import request as io_request
+from wds_audio.io.open import fetch_shard, open_shard, read_bytes
+from wds_audio.io.options import SourceError, SourceMetrics, SourceOptions
+from wds_audio.io.prefetch import prefetch
 
 from .conftest import S3, s3_env
 from .faultserver import Fault, FaultServer
@@ -57,7 +59,7 @@ def test_verify_once_trusts_the_etag_of_a_checked_object(s3: S3, presign: bool, 
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Through presigned GETs moto's ETag (the object's MD5) identifies the checked version, so
     later whole reads are not hashed again; through s3fs there is no ETag, so every read is."""
-    monkeypatch.setattr(sources, "_CHECKED", sources.CheckedVersions())  # other tests of this process read the same objects
+    monkeypatch.setattr(io_request, "_CHECKED", io_request.CheckedVersions())  # other tests of this process read the same objects
     entry = max(shards(s3.local), key=lambda s: s["bytes"])
     data = (s3.local / entry["path"]).read_bytes()
     url, m = f"{s3.prefix}/{entry['path']}", SourceMetrics()
@@ -187,7 +189,7 @@ def test_s3_shard_that_keeps_failing(fake_s3: FaultServer, demo_shards: Path) ->
 
 def test_metadata_is_one_get_without_a_head_and_survives_a_fault(fake_s3: FaultServer, demo_shards: Path) -> None:
     """dataset.json and .idx files are read whole: one request each, not HEAD + GET; a reset is retried."""
-    from wds_audio.sources import read_bytes
+    from wds_audio.io.open import read_bytes
 
     key = f"{demo_shards.name}/dataset.json"
     want = (demo_shards / "dataset.json").read_bytes()
@@ -202,9 +204,9 @@ def test_metadata_is_one_get_without_a_head_and_survives_a_fault(fake_s3: FaultS
 
 def test_a_store_refusing_presigned_urls_is_read_through_s3fs(fake_s3: FaultServer, demo_shards: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    from wds_audio import sources
+    from wds_audio.io import s3
 
-    monkeypatch.setattr(sources, "_PRESIGN_REFUSED", set())  # the fallback is remembered per process
+    monkeypatch.setattr(s3, "_PRESIGN_REFUSED", set())  # the fallback is remembered per process
     entry = max(shards(demo_shards), key=lambda s: s["bytes"])
     key = f"{demo_shards.name}/{entry['path']}"
     fake_s3.add_fault(key, Fault(status=403))  # the first request: the presigned GET

@@ -1,0 +1,145 @@
+"""The Frontend module: features, standardization, augmentation switches, batches from the loader."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import wds_audio
+from wds_audio.signal.augment.gain import Gain
+from wds_audio.signal.augment.mixup import Mixup
+from wds_audio.signal.augment.specaugment import SpecAugment
+from wds_audio.signal.features import LogMel
+from wds_audio.device.frontend import Frontend, noise_bank
+
+pytestmark = pytest.mark.numeric  # float tolerances: also run by `make test-isa`
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def test_eval_mode_is_plain_features() -> None:
+    x = torch.randn(3, 8000)
+    fe = Frontend(sample_rate=16000, n_fft=512, hop_length=160, n_mels=40, specaugment=True,
+                  augment=[Gain(p=1.0)]).eval()
+    torch.testing.assert_close(fe(x), LogMel(sample_rate=16000, n_fft=512, hop_length=160, n_mels=40)(x))
+
+
+def test_training_mode_augments_deterministically_per_key() -> None:
+    x = torch.randn(2, 8000)
+    fe = Frontend(sample_rate=16000, n_fft=512, hop_length=160, n_mels=40,
+                  augment=[Gain(min_gain_db=-6, max_gain_db=6, p=1.0)],
+                  specaugment=SpecAugment(time_masks=2, time_width=10, freq_masks=1, freq_width=5, p=1.0)).train()
+    a = fe(x, keys=["a", "b"])
+    b = fe(x.flip(0), keys=["b", "a"]).flip(0)
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, fe.eval()(x))
+
+
+def test_int16_input_is_scaled() -> None:
+    x = (torch.randn(2, 4000) * 3000).to(torch.int16)
+    fe = Frontend(sample_rate=16000, n_fft=256, hop_length=80, n_mels=16).eval()
+    torch.testing.assert_close(fe(x), fe(x.float() / 32768.0))
+
+
+def test_utterance_cmvn_over_valid_frames_only() -> None:
+    x = torch.randn(2, 16000)
+    lengths = torch.tensor([16000, 8000])
+    fe = Frontend(sample_rate=16000, n_fft=512, hop_length=160, n_mels=20, standardize="utterance").eval()
+    y = fe(x, lengths)
+    valid = 8000 // 160 + 1
+    seg = y[1, :, :valid]
+    torch.testing.assert_close(seg.mean(-1), torch.zeros(20), atol=1e-4, rtol=0)
+    torch.testing.assert_close(seg.std(-1, unbiased=False), torch.ones(20), atol=1e-3, rtol=0)
+    assert (y[1, :, valid:] == 0).all()
+
+
+def test_dataset_standardization_uses_manifest_stats(demo_shards: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from shardgen.cli import main
+
+    ds = tmp_path / "ds"
+    shutil.copytree(demo_shards, ds)
+    assert main(["stats", str(ds), "--n-mels", "32", "--n-fft", "512"]) == 0
+    stats = json.loads((ds / "dataset.json").read_text())["feature_stats"]
+    fe = Frontend(sample_rate=16000, n_fft=512, n_mels=32, standardize="dataset", stats=stats).eval()
+    loader = wds_audio.loader(str(ds), batch_size=16, sample_rate=16000, clip_seconds=None, training=False)
+    total, sq, n = torch.zeros(32, dtype=torch.float64), torch.zeros(32, dtype=torch.float64), 0
+    for b in loader:
+        y = fe(b.audio, b.lengths)
+        for i in range(len(b)):
+            if b.valid[i]:
+                f = y[i, :, : int(b.lengths[i]) // 160 + 1].double()
+                total += f.sum(-1)
+                sq += (f ** 2).sum(-1)
+                n += f.shape[-1]
+    mean = total / n
+    std = (sq / n - mean ** 2).sqrt()
+    # the train split standardized with its own statistics: mean 0, std 1 per bin. Tolerance 2e-3:
+    # in a padded batch the last frame of a shorter clip sees zeros where `shardgen stats` (one clip
+    # at a time) sees reflect padding.
+    torch.testing.assert_close(mean, torch.zeros(32, dtype=torch.float64), atol=2e-3, rtol=0)
+    torch.testing.assert_close(std, torch.ones(32, dtype=torch.float64), atol=2e-3, rtol=0)
+    with pytest.raises(ValueError, match="n_mels=32"):
+        Frontend(sample_rate=16000, n_mels=64, standardize="dataset", stats=stats)
+
+
+def test_batch_in_mixup_targets_union(demo_shards: Path) -> None:
+    fe = Frontend(sample_rate=16000, n_fft=512, hop_length=160, n_mels=32, mixup=Mixup(alpha=0.4, p=1.0)).train()
+    b = next(iter(wds_audio.loader(str(demo_shards), batch_size=8, sample_rate=16000, clip_seconds=1.0)))
+    x, t = fe(b)
+    assert x.shape[:2] == (8, 32) and t.shape == b.targets.shape
+    assert ((t == 0) | (t == 1)).all() and (t >= b.targets).all()  # union keeps every own label
+
+
+def test_noise_bank_from_noise_split(demo_shards: Path) -> None:
+    bank, lengths = noise_bank(str(demo_shards), max_clips=3)
+    assert bank.shape[0] == 3 and (lengths == 160000).all() and bank.abs().max() > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_frontend_on_cuda_matches_cpu() -> None:
+    x = torch.randn(4, 16000)
+    fe = Frontend(sample_rate=16000, n_fft=512, hop_length=160, n_mels=64).eval()
+    torch.testing.assert_close(fe.to("cuda")(x.cuda()).cpu(), fe.cpu()(x), atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_frontend_resampling_int16_on_cuda_matches_cpu() -> None:
+    """resample_on_device's path: int16 at 44.1 kHz in, log-mel at 32 kHz out, CPU and CUDA alike."""
+    x = (torch.randn(4, 44100 * 2) * 3000).to(torch.int16)
+    lengths = torch.tensor([88200, 60000, 44100, 1000])
+    fe = Frontend(sample_rate=32000, input_sample_rate=44100, n_fft=1024, hop_length=320, n_mels=128).eval()
+    ref = fe(x, lengths)
+    torch.testing.assert_close(fe.to("cuda")(x.cuda(), lengths.cuda()).cpu(), ref, atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_frontend_in_workers_equals_frontend_in_main(demo_shards: Path, workers: int) -> None:
+    """frontend= (CPU machines) computes in the workers exactly what the main process would."""
+    def fe() -> Frontend:
+        return Frontend(sample_rate=16000, n_fft=512, hop_length=160, n_mels=32, augment=[Gain(-6, 6, p=1.0)],
+                        specaugment=SpecAugment(time_masks=1, time_width=10, freq_masks=1, freq_width=4, p=1.0),
+                        mixup=Mixup(alpha=0.4, p=1.0)).train()
+    kw = dict(batch_size=8, sample_rate=16000, clip_seconds=1.0, seed=2)
+    inside = wds_audio.loader(str(demo_shards), num_workers=workers, frontend=fe(), **kw)
+    main, ref_fe = wds_audio.loader(str(demo_shards), **kw), fe()
+    for a, b in zip(inside, main):
+        x, t = ref_fe(b)
+        assert a.keys == b.keys and a.features is not None
+        assert a.audio.shape == (len(b), 0)  # not shipped back unless asked for
+        torch.testing.assert_close(a.features, x)
+        torch.testing.assert_close(a.targets, t)
+
+
+def test_frontend_in_workers_returns_audio_when_asked(demo_shards: Path) -> None:
+    kw = dict(batch_size=8, sample_rate=16000, clip_seconds=1.0, seed=2)
+    fe = Frontend(sample_rate=16000, n_fft=512, hop_length=160, n_mels=32).eval()
+    both = wds_audio.loader(str(demo_shards), frontend=fe, return_audio=True, **kw)
+    for a, b in zip(both, wds_audio.loader(str(demo_shards), **kw)):
+        torch.testing.assert_close(a.audio, b.audio, rtol=0, atol=0)
+        torch.testing.assert_close(a.features, fe(b.audio, b.lengths))

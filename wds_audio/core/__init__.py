@@ -1,0 +1,4 @@
+"""What every room uses, and nothing of theirs: seeded randomness that resumes exactly (rng.py),
+the thread budget of a process and its workers (threads.py), and handing freed memory back to
+the system (heap.py). Enters and leaves: plain values; it imports no other room.
+"""

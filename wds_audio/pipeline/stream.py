@@ -1,0 +1,174 @@
+"""CPU stages as small generators, composed per stream: read -> rebalance -> shuffle -> decode -> shape -> batch.
+
+Every stage is ``f(samples, ...) -> samples``. A sample is a dict; after reading it is
+webdataset-shaped (``__key__``, ``__url__``, one entry per tar member extension) plus the
+plan's ``__valid__``/``__rep__``; after decoding it holds ``audio`` (np.ndarray), ``labels``
+(uint8 multi-hot), ``key``, ``valid``.
+
+Positions are stable: a clip that fails to decode, or the rest of a slice of a shard that
+could not be read, is replaced in place by a fill-in (the stream's last good clip; in
+evaluation marked ``valid=False``) and counted by reason, so every stream yields exactly the
+number of samples its plan says and a resumed run can skip samples without decoding them.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Iterator
+
+import torch
+
+from ..core.rng import sample_rng
+from ..core.threads import cpu_width
+from ..io.fetchqueue import FetchQueue
+from ..io.options import SourceMetrics
+from .batch import Batch, batches
+from .catalog import Catalog
+from .config import LoaderConfig
+from .plan import Slice, StreamPlan
+from .samples import Shaper, StreamStats, decode
+from .shards import Sample, ShardReader, _opened, is_remote, queued
+from .shuffle import read_batch, shuffle
+
+log = logging.getLogger(__name__)
+Width = int | Callable[[], int]  # threads: a number, or a function asked per sample
+
+
+def open_stream(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, skip_batches: int = 0,
+                queue: FetchQueue | None = None, streams: int = 1) -> tuple[ShardReader, Iterator[tuple[Slice, Any]]]:
+    """A stream's reader and its slices. Remote ones (with ``prefetch`` > 0) are fetched ahead from
+    now on, ranked by the epoch's batch index (``streams`` streams interleaved) that first reads
+    them: through the worker's shared ``queue`` (started by its owner), else through one of the
+    stream's own. Local ones are opened as they are reached."""
+    reader = ShardReader(catalog, cfg.source_options)
+    depth = reader.options.prefetch
+    if not (is_remote(catalog, plan.slices) and depth > 0):
+        return reader, _opened(reader, plan.slices)
+    own = queue is None
+    queue = queue or FetchQueue(depth, depth)
+    need = lambda o: (read_batch(o, cfg, skip_batches) + skip_batches) * streams + plan.stream  # noqa: E731
+    slices = queued(queue, reader, plan.slices, need)
+    if own:
+        queue.start()
+    return reader, slices
+
+
+def read_stream(reader: ShardReader, stats: StreamStats, on_error: str,
+                slices: Iterator[tuple[Slice, Any]]) -> Iterator[Sample]:
+    """All samples of a stream's ``slices`` (as :func:`open_stream` gives them), with placeholders
+    for what could not be read."""
+    for sl, got in slices:
+        done = 0
+        try:
+            if isinstance(got, Exception):
+                raise got
+            for sample in reader.samples(got[0], got[1], sl):
+                done += 1
+                yield sample
+        except Exception as e:  # noqa: BLE001 - network, truncation, damaged tar: all counted the same way
+            url = reader.catalog.shards[sl.shard].url
+            reason = "shard_error"
+            stats.skip(reason, url, f"{url}: {e} ({len(sl) - done} sample(s) of samples {sl.start}:{sl.stop} lost)",
+                       on_error, repeat=sl.rep > 0, clips=len(sl) - done)
+            for i in range(sl.start + done, sl.stop):
+                yield {"__key__": f"{url}#{i}", "__url__": url, "__failed__": reason, "__index__": i,
+                       "__valid__": sl.valid, "__rep__": sl.rep}
+
+
+class _Delta:
+    """Source counters since the last batch. The prefetch thread keeps counting into the same
+    SourceMetrics object, so the difference is shipped rather than the object swapped."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, Any] = {}
+
+    def take(self, metrics: SourceMetrics) -> dict[str, Any]:
+        now = metrics.as_dict()
+        out = _minus(now, self.last)
+        self.last = now
+        return out
+
+
+def _minus(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in a.items():
+        if isinstance(v, dict):
+            out[k] = {kk: vv for kk, vv in _minus(v, b.get(k, {})).items() if vv}
+        elif isinstance(v, (int, float)):
+            out[k] = v - b.get(k, 0)
+    return out
+
+
+def exactly(samples: Iterator[Sample], n: int) -> Iterator[Sample]:
+    """``n`` samples: cut what is beyond, repeat the last ones if the stage came up short."""
+    tail: list[Sample] = []
+    count = 0
+    for s in samples:
+        if count == n:
+            return
+        yield s
+        count += 1
+        tail = (tail + [s])[-64:]
+    for i in range(n - count):
+        if not tail:
+            return
+        yield {**tail[i % len(tail)], "__rep__": tail[i % len(tail)].get("__rep__", 0) + 1}
+
+
+def skip_samples(samples: Iterator[Sample], n: int) -> Iterator[Sample]:
+    """Drop the first ``n`` samples (already consumed before a resume) without decoding them."""
+    for i, s in enumerate(samples):
+        if i >= n:
+            yield s
+
+
+def stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, *, epoch: int, rank: int,
+                   skip_batches: int = 0, rebalance: Callable | None = None,
+                   threads: Width = 1, first_threads: Width = 1,
+                   on_first: Callable[[], None] | None = None,
+                   source: tuple[ShardReader, Iterator[tuple[Slice, Any]]] | None = None) -> Iterator[Batch]:
+    """The batches of one planned stream: the whole CPU pipeline for it. Reading starts now.
+
+    ``threads`` samples are shaped at once (``first_threads`` for the first batch), each a number
+    or a function asked before every sample (see :class:`~wds_audio.core.threads.TailWidth`). Torch's own
+    thread count is left alone: raising it in a forked worker can deadlock OpenMP. ``on_first`` is
+    called when the first batch is made (a frontend's features included, computed on
+    ``first_threads`` threads). ``source``: the stream opened by :func:`open_stream` (by default
+    now, on its own)."""
+    reader, slices = source or open_stream(cfg, catalog, plan, skip_batches)
+    return _stream_batches(cfg, catalog, plan, epoch, rank, skip_batches, rebalance, reader,
+                           slices, (threads, first_threads), on_first)
+
+
+def _stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, epoch: int, rank: int, skip_batches: int,
+                    rebalance: Callable | None, reader: ShardReader, slices: Iterator[tuple[Slice, Any]],
+                    threads: tuple[Width, Width] = (1, 1), on_first: Callable[[], None] | None = None) -> Iterator[Batch]:
+    stats = StreamStats(max_keys=cfg.max_reported_keys)
+    source_delta = _Delta()
+    samples: Iterator[Sample] = read_stream(reader, stats, cfg.on_error, slices)
+    stage = rebalance() if rebalance is not None else None
+    if stage is not None:
+        samples = exactly(stage(samples, epoch=epoch, worker=rank * 1_000_003 + plan.stream), plan.samples)
+    if cfg.training:
+        rng = sample_rng(cfg.seed, epoch, f"rank{rank}-stream{plan.stream}", "shuffle")
+        samples = shuffle(samples, cfg.shuffle_buffer, rng, initial=min(cfg.shuffle_buffer, cfg.batch_size))
+    samples = skip_samples(samples, skip_batches * cfg.batch_size)
+    steady, first = (t if callable(t) else (lambda n=t: n) for t in threads)
+    shaper = Shaper(cfg, catalog.num_classes, epoch, rate=cfg.audio_rate(catalog.sample_rate))
+    samples = decode(samples, shaper, stats, cfg.on_error, lambda i: first() if i < cfg.batch_size else steady())
+    window = shaper.window if (cfg.training or cfg.eval_crop == "center") else None
+    if cfg.frontend is not None:
+        cfg.frontend.set_epoch(epoch)
+    for n, b in enumerate(batches(samples, cfg.batch_size, plan.batches - skip_batches, window)):
+        if cfg.frontend is not None:
+            with torch.no_grad(), cpu_width(first() if n == 0 else 1):
+                b.features, b.targets = cfg.frontend(b)
+            if not cfg.keep_audio:
+                b.audio = b.audio.new_empty((len(b), 0))  # a new tensor: a view would still ship the storage
+        if on_first is not None:
+            on_first()
+            on_first = None
+        b.stats = stats.take()
+        b.stats["source"] = source_delta.take(reader.metrics)
+        if stage is not None:
+            b.stats["rebalance"] = (plan.stream, stage.stats())
+        yield b
