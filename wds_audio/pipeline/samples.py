@@ -17,6 +17,7 @@ import soundfile as sf
 from ..core.rng import sample_uniform
 from ..core.threads import ordered_map
 from ..signal.loudness import normalize
+from ..signal.resample_cpu import resample
 from ..signal.shaping import crop, crop_start, downmix, trim
 from .config import LoaderConfig
 from .shards import Sample
@@ -189,8 +190,6 @@ class Shaper:
         return self._finish(key, x, labels, sample)
 
     def _at_rate(self, x: np.ndarray, sr: int) -> np.ndarray:
-        from shardgen.encode import resample
-
         if sr == self.rate:
             return x
         if x.dtype == np.int16:  # pcm_on_device: a clip stored at another rate than its dataset's

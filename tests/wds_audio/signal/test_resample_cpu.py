@@ -1,11 +1,11 @@
-"""shardgen.encode: the cached soxr resampler gives soxr.resample's numbers, call after call."""
+"""wds_audio.signal.resample_cpu: the cached soxr resampler gives soxr.resample's numbers, call after call."""
 import threading
 
 import numpy as np
 import pytest
 import soxr
 
-from shardgen.encode import resample
+from wds_audio.signal.resample_cpu import resample
 
 
 @pytest.mark.parametrize("rates", [(44100, 32000), (8000, 16000), (48000, 16000)])
