@@ -53,7 +53,7 @@ import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.common import logmel_frontend, make_clips, markdown_table, paired_ratio  # noqa: E402
-from wds_audio.io.options import SourceOptions# noqa: E402
+from wds_audio.io.options import SourceOptions  # noqa: E402
 
 SR, SECONDS, CLIP, BATCH, WORKERS = 16000, 5.0, 2.0, 32, 2
 SHARD_BYTES = 3_000_000

@@ -25,7 +25,8 @@ class LoaderConfig:
     clip_seconds: crop/pad window; None keeps full clips (padded to the longest in the batch).
     training: shuffle, random crops, wrap-around fill; False: file order, each sample once, ``eval_crop``.
     streams: independent sample streams per rank; batches are identical for every ``num_workers``
-        that divides it (a DataLoader worker runs ``streams / num_workers`` of them).
+        (a DataLoader worker runs every ``num_workers``-th stream; with an uneven share, a worker
+        with fewer streams waits its turn: see ``pipeline.loader.worker_slots``).
     shuffle_buffer: encoded samples held per stream for shuffling (training).
     trim_db: trim leading/trailing frames quieter than the loudest frame minus this (None: off).
     loudness, loudness_db: "peak" / "rms" (dBFS) or "lufs" (BS.1770) normalization to the target.
@@ -107,9 +108,6 @@ class LoaderConfig:
             raise ValueError("num_workers must be >= 0, streams and shuffle_buffer >= 1")
         if self.pcm_on_device and (self.trim_db is not None or self.loudness is not None):
             raise ValueError("pcm_on_device=True passes int16 PCM through: trim_db and loudness need float audio on the CPU")
-        if self.num_workers > 1 and self.streams % self.num_workers:
-            # keep every worker's share of streams equal, so batches can be returned in order
-            self.streams = -(-self.streams // self.num_workers) * self.num_workers
 
     @property
     def keep_audio(self) -> bool:

@@ -68,7 +68,8 @@ def open_streams(cfg: LoaderConfig, catalog: Catalog, plan: EpochPlan, streams: 
     done = _done(plan, streams, start)
     depth = (cfg.source_options or SourceOptions()).prefetch
     queue = FetchQueue(depth, depth) if depth > 0 else None
-    sources = {s: open_stream(cfg, catalog, plan.streams[s], done[s], queue, k) for s in streams}
+    sources = {s: open_stream(cfg, catalog, plan.streams[s], done[s], queue, k, epoch=plan.epoch, rank=plan.rank)
+               for s in streams}
     left = [done[s] * k + s for s in streams if done[s] < plan.streams[s].batches]
     if queue is not None and left:
         queue.start(horizon=max(left) if first_round else min(left))
@@ -161,6 +162,8 @@ class _EpochDataset(IterableDataset):
                               _take_ahead(key), fetched=ahead)
         if isinstance(threads, TailWidth):
             batches = _then(batches, partial(threads.mark, wid))
+        if info is not None and len(plan.streams) % nw:
+            batches = _in_slots(batches, worker_slots(plan.batches, len(plan.streams), start, nw)[wid])
         return batches
 
     def _open_ahead(self, epoch: int, wid: int, nw: int) -> None:
@@ -187,6 +190,48 @@ class _EpochDataset(IterableDataset):
 
 def _streams_of(plan: EpochPlan, worker: int, workers: int) -> list[int]:
     return [s for s in range(len(plan.streams)) if s % workers == worker]
+
+
+def worker_slots(batches: int, streams: int, start: int, workers: int) -> list[list[int]]:
+    """Per worker, the global batch index it hands out at each of its turns, or -1 for a turn
+    with nothing (a placeholder), from batch ``start`` on.
+
+    A DataLoader asks its workers in turn and hands on their results in that order. When the
+    workers do not share the streams evenly (8 streams, 3 workers), a worker with fewer streams
+    would run ahead of the epoch's order, and the batches it made early would pile up in the
+    training process until their turn. With a placeholder in each turn where a worker has no
+    batch due, turn ``t`` belongs to worker ``t % workers`` and brings the next batch of the
+    epoch: the streams (and the batches) stay what they are for any ``num_workers``.
+
+    Example:
+        >>> worker_slots(8, 8, 0, 3)
+        [[0, 3, 6], [1, 4, 7], [2, 5, -1]]
+    """
+    out: list[list[int]] = [[] for _ in range(workers)]
+    t = 0
+    for i in range(start, batches):
+        while t % workers != (i % streams) % workers:
+            out[t % workers].append(-1)
+            t += 1
+        out[t % workers].append(i)
+        t += 1
+    while t % workers:  # every worker takes as many turns: none stops while the others go on
+        out[t % workers].append(-1)
+        t += 1
+    return out
+
+
+def _in_slots(batches: Iterator[Batch], slots: list[int]) -> Iterator[Batch | None]:
+    """The worker's batches at their turns (see :func:`worker_slots`), None at the empty ones."""
+    for i in slots:
+        if i < 0:
+            yield None
+            continue
+        b = next(batches)
+        assert b.index == i, (b.index, i)  # run_streams hands out a worker's batches in the epoch's order
+        yield b
+    for _ in batches:  # pragma: no cover - the slots hold every batch
+        raise AssertionError("a batch outside the worker's slots")
 
 
 _AHEAD: dict[int, tuple[tuple[int, ...], OpenStreams]] = {}  # pid -> (what epoch start, its opened streams)
@@ -306,7 +351,8 @@ class AudioLoader:
             t_wait = time.perf_counter()
             while nxt not in pending:
                 b = next(it)
-                pending[b.index] = b
+                if b is not None:  # None: a worker's empty turn (see worker_slots)
+                    pending[b.index] = b
             batch = pending.pop(nxt)
             self._metrics.batch(batch, time.perf_counter() - t_wait)
             nxt += 1

@@ -80,7 +80,7 @@ def _order(counts: list[int], seed: int, epoch: int, training: bool) -> list[Sli
     return runs
 
 
-def _take(runs: list[Slice], start: int, length: int) -> list[Slice]:
+def take_range(runs: list[Slice], start: int, length: int) -> list[Slice]:
     """Positions ``start:start+length`` of the concatenation of ``runs`` (no wrap)."""
     out, pos = [], 0
     for r in runs:
@@ -100,7 +100,7 @@ def _extend(own: list[Slice], fallback: list[Slice], slots: int, training: bool)
     size = sum(len(s) for s in source)
     out, rep = list(own), 1
     while have < slots:
-        piece = _take(source, 0, min(size, slots - have))
+        piece = take_range(source, 0, min(size, slots - have))
         out += [Slice(s.shard, s.start, s.stop, rep, training) for s in piece]
         have += sum(len(s) for s in piece)
         rep += 1
@@ -117,12 +117,12 @@ def plan_epoch(counts: list[int], *, batch_size: int, seed: int, epoch: int, ran
         raise ValueError("the selected shards hold no samples")
     runs = _order(counts, seed, epoch, training)
     lo, hi = rank * total // world_size, (rank + 1) * total // world_size
-    own = _take(runs, lo, hi - lo)
+    own = take_range(runs, lo, hi - lo)
     batches = -(-(-(-total // world_size)) // batch_size)  # ceil(ceil(total / world) / batch)
     slots = _extend(own, runs, batches * batch_size, training)
     plans, pos = [], 0
     for k in range(streams):
         nb = batches // streams + (k < batches % streams)
-        plans.append(StreamPlan(k, tuple(_take(slots, pos, nb * batch_size)), nb))
+        plans.append(StreamPlan(k, tuple(take_range(slots, pos, nb * batch_size)), nb))
         pos += nb * batch_size
     return EpochPlan(epoch, rank, world_size, batch_size, batches, hi - lo, tuple(plans))

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import tarfile
-from typing import Any, BinaryIO, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -128,14 +129,22 @@ class ShardReader:
                 _OFFSETS[key] = [m[0][1] - 512 for m in idx] + [last[1] + (last[2] + 511) // 512 * 512]
         return _OFFSETS[key]
 
+    def warm_offsets(self, shards: Iterable[int], threads: int = 16) -> None:
+        """Read the .idx of ``shards`` now, on up to ``threads`` threads: a resumed stream needs the
+        index of every shard its shuffle buffer held samples of before its first batch, and one
+        request after the other would cost a round trip each."""
+        todo = sorted({sh for sh in shards if (self.catalog.shards[sh].index_url or self.catalog.shards[sh].url)
+                       not in _OFFSETS})
+        if len(todo) > 1:
+            with ThreadPoolExecutor(min(threads, len(todo))) as pool:
+                list(pool.map(self.offsets, todo))
+
     def open(self, sl: Slice, fetch: bool = False) -> tuple[BinaryIO, int]:
         """A stream of the slice's bytes and how many leading samples still have to be skipped."""
         shard = self.catalog.shards[sl.shard]
-        offs = self.offsets(sl.shard)
         whole = sl.start == 0 and sl.stop == shard.samples
+        offs = None if whole else self.offsets(sl.shard)  # a whole shard needs no index: one request less
         start, length, skip = (offs[sl.start], offs[sl.stop] - offs[sl.start], 0) if offs else (0, None, sl.start)
-        if whole and offs:
-            start, length = 0, None
         remote = scheme_of(shard.url) in REMOTE
         # the size is always passed for a remote shard: s3/gs then need no HEAD before a ranged GET;
         # the sha256 always: sources checks what SourceOptions asks of a whole read (or a cache fill)

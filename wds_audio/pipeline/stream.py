@@ -13,6 +13,7 @@ number of samples its plan says and a resumed run can skip samples without decod
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import torch
@@ -24,32 +25,107 @@ from ..io.options import SourceMetrics
 from .batch import Batch, batches
 from .catalog import Catalog
 from .config import LoaderConfig
-from .plan import Slice, StreamPlan
+from .plan import Slice, StreamPlan, take_range
 from .samples import Shaper, StreamStats, decode
 from .shards import Sample, ShardReader, _opened, is_remote, queued
-from .shuffle import read_batch, shuffle
+from .shuffle import read_batch, shuffle, shuffle_state
 
 log = logging.getLogger(__name__)
 Width = int | Callable[[], int]  # threads: a number, or a function asked per sample
 
 
+@dataclass(frozen=True)
+class Resume:
+    """Where a stream picks up after ``skip_batches`` batches, found without reading a sample.
+
+    ``slices``: what is still to be read: one range per planned slice that holds samples of the
+    shuffle buffer at that point (from the first to the last of them: one request each, not one
+    per sample; ``spanned`` gives the stream offset of each sample they hold), then everything the
+    stream had not read yet, from offset ``next_read``. ``held``: the buffer's samples, in stream
+    order; ``order`` puts them back in buffer order; ``target`` and ``rng_state`` are the
+    shuffle's at that point.
+    """
+
+    slices: tuple[Slice, ...]
+    spanned: tuple[int, ...]
+    held: frozenset[int]
+    next_read: int
+    order: tuple[int, ...] = ()
+    target: int = 0
+    rng_state: dict[str, Any] | None = None
+
+    def offset(self, o: int) -> int:
+        """The stream offset of sample ``o`` of ``slices``."""
+        return self.spanned[o] if o < len(self.spanned) else self.next_read + o - len(self.spanned)
+
+    def keep(self, samples: Iterator[Sample]) -> Iterator[Sample]:
+        """``samples`` read from ``slices`` without those of the spanned ranges that the buffer
+        no longer held (handed out before the resume)."""
+        for o, sample in enumerate(samples):
+            if o >= len(self.spanned) or self.spanned[o] in self.held:
+                yield sample
+
+
+def _shuffle_rng(cfg: LoaderConfig, epoch: int, rank: int, stream: int) -> Any:
+    return sample_rng(cfg.seed, epoch, f"rank{rank}-stream{stream}", "shuffle")
+
+
+def resume_of(cfg: LoaderConfig, plan: StreamPlan, epoch: int, rank: int, skip_batches: int) -> Resume | None:
+    """How a stream goes on after ``skip_batches`` of its batches: the consumed samples are neither
+    read nor decoded again (a resume reads at most the shuffle buffer's samples, at their .idx
+    offsets). None when there is nothing to skip, or with a rebalancing stage, whose reservoir
+    depends on the labels it has seen: those streams read their consumed samples again (without
+    decoding them)."""
+    if skip_batches == 0 or cfg.rebalance is not None:
+        return None
+    n, consumed = plan.samples, skip_batches * cfg.batch_size
+    if not cfg.training:
+        held, read, order, target, state = [], min(consumed, n), [], 0, None
+    else:
+        rng = _shuffle_rng(cfg, epoch, rank, plan.stream)
+        buf, read, target = shuffle_state(n, cfg.shuffle_buffer, rng, min(cfg.shuffle_buffer, cfg.batch_size),
+                                          consumed)
+        held = sorted(buf)
+        where = {p: i for i, p in enumerate(held)}
+        order, state = [where[p] for p in buf], rng.bit_generator.state
+    slices: list[Slice] = []
+    spanned: list[int] = []
+    first = 0  # stream offset of the planned slice's first sample
+    for sl in plan.slices:
+        inside = [p for p in held if first <= p < first + len(sl)]
+        if inside:
+            lo, hi = inside[0], inside[-1] + 1
+            slices += take_range([sl], lo - first, hi - lo)
+            spanned += range(lo, hi)
+        first += len(sl)
+    slices += take_range(plan.slices, read, n - read)
+    return Resume(tuple(slices), tuple(spanned), frozenset(held), read, tuple(order), target, state)
+
+
 def open_stream(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, skip_batches: int = 0,
-                queue: FetchQueue | None = None, streams: int = 1) -> tuple[ShardReader, Iterator[tuple[Slice, Any]]]:
-    """A stream's reader and its slices. Remote ones (with ``prefetch`` > 0) are fetched ahead from
-    now on, ranked by the epoch's batch index (``streams`` streams interleaved) that first reads
-    them: through the worker's shared ``queue`` (started by its owner), else through one of the
-    stream's own. Local ones are opened as they are reached."""
+                queue: FetchQueue | None = None, streams: int = 1, *, epoch: int = 0,
+                rank: int = 0) -> tuple[ShardReader, Iterator[tuple[Slice, Any]], Resume | None]:
+    """A stream's reader, its slices from where it resumes (see :func:`resume_of`) and that resume
+    point. Remote slices (with ``prefetch`` > 0) are fetched ahead from now on, ranked by the
+    epoch's batch index (``streams`` streams interleaved) that first reads them: through the
+    worker's shared ``queue`` (started by its owner), else through one of the stream's own. Local
+    ones are opened as they are reached."""
     reader = ShardReader(catalog, cfg.source_options)
+    resume = resume_of(cfg, plan, epoch, rank, skip_batches)
+    todo = plan.slices if resume is None else resume.slices
     depth = reader.options.prefetch
-    if not (is_remote(catalog, plan.slices) and depth > 0):
-        return reader, _opened(reader, plan.slices)
+    if not (is_remote(catalog, todo) and depth > 0):
+        return reader, _opened(reader, todo), resume
+    if resume is not None:
+        reader.warm_offsets(sl.shard for sl in todo if sl.start > 0 or sl.stop < catalog.shards[sl.shard].samples)
     own = queue is None
     queue = queue or FetchQueue(depth, depth)
-    need = lambda o: (read_batch(o, cfg, skip_batches) + skip_batches) * streams + plan.stream  # noqa: E731
-    slices = queued(queue, reader, plan.slices, need)
+    at = (lambda o: o) if resume is None else resume.offset  # noqa: E731
+    need = lambda o: (read_batch(at(o), cfg, skip_batches) + skip_batches) * streams + plan.stream  # noqa: E731
+    slices = queued(queue, reader, todo, need)
     if own:
         queue.start()
-    return reader, slices
+    return reader, slices, resume
 
 
 def read_stream(reader: ShardReader, stats: StreamStats, on_error: str,
@@ -125,7 +201,8 @@ def stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, *, epo
                    skip_batches: int = 0, rebalance: Callable | None = None,
                    threads: Width = 1, first_threads: Width = 1,
                    on_first: Callable[[], None] | None = None,
-                   source: tuple[ShardReader, Iterator[tuple[Slice, Any]]] | None = None) -> Iterator[Batch]:
+                   source: tuple[ShardReader, Iterator[tuple[Slice, Any]], Resume | None] | None = None
+                   ) -> Iterator[Batch]:
     """The batches of one planned stream: the whole CPU pipeline for it. Reading starts now.
 
     ``threads`` samples are shaped at once (``first_threads`` for the first batch), each a number
@@ -134,24 +211,32 @@ def stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, *, epo
     called when the first batch is made (a frontend's features included, computed on
     ``first_threads`` threads). ``source``: the stream opened by :func:`open_stream` (by default
     now, on its own)."""
-    reader, slices = source or open_stream(cfg, catalog, plan, skip_batches)
+    reader, slices, resume = source or open_stream(cfg, catalog, plan, skip_batches, epoch=epoch, rank=rank)
     return _stream_batches(cfg, catalog, plan, epoch, rank, skip_batches, rebalance, reader,
-                           slices, (threads, first_threads), on_first)
+                           slices, (threads, first_threads), on_first, resume)
 
 
 def _stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, epoch: int, rank: int, skip_batches: int,
                     rebalance: Callable | None, reader: ShardReader, slices: Iterator[tuple[Slice, Any]],
-                    threads: tuple[Width, Width] = (1, 1), on_first: Callable[[], None] | None = None) -> Iterator[Batch]:
+                    threads: tuple[Width, Width] = (1, 1), on_first: Callable[[], None] | None = None,
+                    resume: Resume | None = None) -> Iterator[Batch]:
     stats = StreamStats(max_keys=cfg.max_reported_keys)
     source_delta = _Delta()
     samples: Iterator[Sample] = read_stream(reader, stats, cfg.on_error, slices)
+    if resume is not None:
+        samples = resume.keep(samples)
     stage = rebalance() if rebalance is not None else None
     if stage is not None:
         samples = exactly(stage(samples, epoch=epoch, worker=rank * 1_000_003 + plan.stream), plan.samples)
     if cfg.training:
-        rng = sample_rng(cfg.seed, epoch, f"rank{rank}-stream{plan.stream}", "shuffle")
-        samples = shuffle(samples, cfg.shuffle_buffer, rng, initial=min(cfg.shuffle_buffer, cfg.batch_size))
-    samples = skip_samples(samples, skip_batches * cfg.batch_size)
+        rng = _shuffle_rng(cfg, epoch, rank, plan.stream)
+        at = None
+        if resume is not None:
+            rng.bit_generator.state = resume.rng_state
+            at = (list(resume.order), resume.target)
+        samples = shuffle(samples, cfg.shuffle_buffer, rng, initial=min(cfg.shuffle_buffer, cfg.batch_size), resume=at)
+    if resume is None:
+        samples = skip_samples(samples, skip_batches * cfg.batch_size)
     steady, first = (t if callable(t) else (lambda n=t: n) for t in threads)
     shaper = Shaper(cfg, catalog.num_classes, epoch, rate=cfg.audio_rate(catalog.sample_rate))
     samples = decode(samples, shaper, stats, cfg.on_error, lambda i: first() if i < cfg.batch_size else steady())

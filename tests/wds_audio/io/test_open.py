@@ -25,7 +25,7 @@ from wds_audio.io.options import SourceError, SourceMetrics, SourceOptions, reda
 from wds_audio.io.prefetch import prefetch
 from wds_audio.io.request import CheckedVersions
 from wds_audio.io.retry import reason_of
-from wds_audio.io.retry import _retriable# the retry policy is worth testing directly
+from wds_audio.io.retry import _retriable  # the retry policy is worth testing directly
 
 
 def write_tar(path: Path, keys: list[str]) -> bytes:

@@ -58,6 +58,35 @@ def test_batches_identical_for_0_1_2_4_workers(demo_shards: Path) -> None:
         assert _same(_epoch(_load(demo_shards, num_workers=nw)), ref), f"num_workers={nw} differs"
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_batches_identical_when_workers_do_not_divide_streams(demo_shards: Path, training: bool) -> None:
+    """8 streams over 3 workers: the streams stay 8 (they used to become 9, with other batches),
+    also when resuming mid-epoch and with persistent workers over two epochs."""
+    kw = dict(batch_size=4, training=training)
+    ref = _load(demo_shards, num_workers=0, **kw)
+    want = [_epoch(ref), _epoch(ref)]
+    three = _load(demo_shards, num_workers=3, persistent_workers=True, **kw)
+    assert three.cfg.streams == 8
+    assert _same(_epoch(three), want[0]) and _same(_epoch(three), want[1])
+    resumed = _load(demo_shards, num_workers=3, **kw)
+    resumed.load_state_dict({**resumed.state_dict(), "batches": 5})
+    assert _same(_epoch(resumed), want[0][5:])
+
+
+@pytest.mark.parametrize("streams,workers", [(8, 3), (8, 5), (8, 7), (3, 2), (5, 4), (8, 4), (1, 3)])
+def test_worker_turns_bring_the_epoch_in_order(streams: int, workers: int) -> None:
+    from wds_audio.pipeline.loader import worker_slots
+
+    for batches in (0, 1, 7, 29):
+        for start in sorted({0, 1, batches // 2, max(batches - 1, 0)}):
+            slots = worker_slots(batches, streams, start, workers)
+            assert len({len(x) for x in slots}) == 1  # the same number of turns for every worker
+            turns = [slots[t % workers][t // workers] for t in range(workers * len(slots[0]))]
+            assert [i for i in turns if i >= 0] == list(range(start, batches))
+            assert all((i % streams) % workers == t % workers for t, i in enumerate(turns) if i >= 0)
+            assert turns.count(-1) < workers * (-(-streams // workers)) * (1 + batches // streams) + workers
+
+
 def test_batch_contents_are_real_crops_with_right_targets(demo_shards: Path) -> None:
     ref = _decoded(demo_shards)
     loader = _load(demo_shards)
@@ -123,6 +152,35 @@ def test_resume_mid_epoch_gives_identical_batches(demo_shards: Path, workers: in
     rest = _epoch(resumed)
     assert [b.keys for b in head] == [x[0] for x in full[:5]]
     assert _same(rest, full[5:])
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("streams", [1, 8])
+def test_resume_reads_only_what_was_not_consumed(demo_shards: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 training: bool, streams: int) -> None:
+    """A resume at 90 % of an epoch reads each sample the epoch has not handed out yet and, in
+    training, those still in the shuffle buffer: at most the unconsumed samples plus one buffer
+    per stream. It used to read (without decoding) the whole consumed part again."""
+    from wds_audio.pipeline.shards import ShardReader
+
+    read = [0]
+    samples = ShardReader.samples
+
+    def counting(self, f, skip, sl):
+        for s in samples(self, f, skip, sl):
+            read[0] += 1
+            yield s
+
+    kw = dict(batch_size=4, training=training, streams=streams, shuffle_buffer=16, eval_crop="full")
+    full = _epoch(_load(demo_shards, **kw))
+    monkeypatch.setattr(ShardReader, "samples", counting)
+    at = len(full) * 9 // 10
+    resumed = _load(demo_shards, **kw)
+    resumed.load_state_dict({**resumed.state_dict(), "batches": at})
+    rest = _epoch(resumed)
+    assert _same(rest, full[at:])
+    left = (len(full) - at) * 4
+    assert left <= read[0] <= left + (16 * streams if training else 0), read[0]
 
 
 def test_resume_refuses_other_settings(demo_shards: Path) -> None:
