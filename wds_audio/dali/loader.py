@@ -446,7 +446,7 @@ class DaliLoader:
         frames = out["frames"].reshape(-1).to(torch.int64) if "frames" in out else None
         return DaliBatch(audio=out["audio"], lengths=out["length"].reshape(-1).to(torch.int64),
                          targets=torch.from_numpy(targets), keys=keys, valid=ok, index=index,
-                         features=feats, frames=frames)
+                         features=feats, frames=frames, training=self.cfg.training)
 
     def metrics(self) -> dict[str, Any]:
         """As the torch back end's (wds_audio.pipeline.metrics.LoaderMetrics), plus the back end and mode."""

@@ -83,10 +83,18 @@ class Frontend(nn.Module):
 
     def forward(self, audio: torch.Tensor | Batch, lengths: torch.Tensor | None = None,
                 targets: torch.Tensor | None = None, keys: Sequence[str] | None = None) -> Any:
-        """Features (B, F, frames); with ``targets`` (or a Batch) returns (features, targets)."""
+        """Features (B, F, frames); with ``targets`` (or a Batch) returns (features, targets).
+
+        Augmentations (waveform ones, SpecAugment, Mixup) run in train mode only, and never on a
+        Batch of an evaluation loader (``batch.training`` False), whatever mode the Frontend is in.
+        """
         if isinstance(audio, Batch):
             b = audio
-            return self.forward(b.audio, b.lengths, b.targets, b.draw_keys)
+            return self._forward(b.audio, b.lengths, b.targets, b.draw_keys, self.training and b.training)
+        return self._forward(audio, lengths, targets, keys, self.training)
+
+    def _forward(self, audio: torch.Tensor, lengths: torch.Tensor | None, targets: torch.Tensor | None,
+                 keys: Sequence[str] | None, augment: bool) -> Any:
         x = audio.float() / 32768.0 if audio.dtype == torch.int16 else audio.float()
         lengths = (torch.full((x.shape[0],), x.shape[-1], dtype=torch.int64, device=x.device) if lengths is None
                    else lengths.to(x.device))
@@ -95,7 +103,7 @@ class Frontend(nn.Module):
         if keys is None:  # positional keys: deterministic per call sequence, not per clip
             keys = [f"call{self._calls}:{i}" for i in range(x.shape[0])]
             self._calls += 1
-        if self.training:
+        if augment:
             for t in self.waveform_augment:
                 x, lengths = t(x, lengths, keys, self.epoch)
         if self.features is None:
@@ -104,9 +112,9 @@ class Frontend(nn.Module):
         flen = self.frame_lengths(lengths, feats.shape[-1])
         mask = frame_mask(lengths, self.hop_length, feats.shape[-1])
         feats = self._standardize(feats, mask)
-        if self.training and self.specaugment is not None:
+        if augment and self.specaugment is not None:
             feats, _ = self.specaugment(feats, flen, keys, self.epoch)
-        if self.training and self.mixup is not None and targets is not None:
+        if augment and self.mixup is not None and targets is not None:
             feats, targets, _ = self.mixup(feats, targets.to(feats.device), flen, keys, self.epoch)
         return feats if targets is None else (feats, targets)
 

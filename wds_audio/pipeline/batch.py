@@ -31,6 +31,7 @@ class Batch:
     stats: dict[str, Any] = field(default_factory=dict)
     repeats: list[str] = field(default_factory=list)
     features: torch.Tensor | None = None  # set when the loader runs a Frontend in its workers
+    training: bool = True  # made by a training loader: a Frontend augments only these
 
     @property
     def draw_keys(self) -> list[str]:

@@ -32,7 +32,7 @@ from .catalog import Catalog
 from .config import LoaderConfig
 from .metrics import LoaderMetrics
 from .plan import EpochPlan, plan_epoch
-from .shards import is_remote
+from .shards import ShardReader, is_remote
 from .stream import Width, open_stream, stream_batches
 
 
@@ -72,6 +72,10 @@ def open_streams(cfg: LoaderConfig, catalog: Catalog, plan: EpochPlan, streams: 
                for s in streams}
     left = [done[s] * k + s for s in streams if done[s] < plan.streams[s].batches]
     if queue is not None and left:
+        # a resumed stream reads parts of shards first: their indexes, for all streams at once
+        resumed = [src[2] for src in sources.values() if src[2] is not None]
+        if resumed and any(is_remote(catalog, r.slices) for r in resumed):
+            ShardReader(catalog, cfg.source_options).warm_offsets(set().union(*(r.partial_shards(catalog) for r in resumed)))
         queue.start(horizon=max(left) if first_round else min(left))
     return OpenStreams(queue, sources)
 

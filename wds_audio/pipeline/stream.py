@@ -58,6 +58,10 @@ class Resume:
         """The stream offset of sample ``o`` of ``slices``."""
         return self.spanned[o] if o < len(self.spanned) else self.next_read + o - len(self.spanned)
 
+    def partial_shards(self, catalog: Catalog) -> set[int]:
+        """The shards of which ``slices`` read a part: their .idx is needed first."""
+        return {sl.shard for sl in self.slices if sl.start > 0 or sl.stop < catalog.shards[sl.shard].samples}
+
     def keep(self, samples: Iterator[Sample]) -> Iterator[Sample]:
         """``samples`` read from ``slices`` without those of the spanned ranges that the buffer
         no longer held (handed out before the resume)."""
@@ -116,9 +120,9 @@ def open_stream(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, skip_batc
     depth = reader.options.prefetch
     if not (is_remote(catalog, todo) and depth > 0):
         return reader, _opened(reader, todo), resume
-    if resume is not None:
-        reader.warm_offsets(sl.shard for sl in todo if sl.start > 0 or sl.stop < catalog.shards[sl.shard].samples)
     own = queue is None
+    if own and resume is not None:  # else the queue's owner does it for all its streams at once
+        reader.warm_offsets(resume.partial_shards(catalog))
     queue = queue or FetchQueue(depth, depth)
     at = (lambda o: o) if resume is None else resume.offset  # noqa: E731
     need = lambda o: (read_batch(at(o), cfg, skip_batches) + skip_batches) * streams + plan.stream  # noqa: E731
@@ -244,6 +248,7 @@ def _stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, epoch
     if cfg.frontend is not None:
         cfg.frontend.set_epoch(epoch)
     for n, b in enumerate(batches(samples, cfg.batch_size, plan.batches - skip_batches, window)):
+        b.training = cfg.training  # an evaluation batch is never augmented, by the Frontend here or later
         if cfg.frontend is not None:
             with torch.no_grad(), cpu_width(first() if n == 0 else 1):
                 b.features, b.targets = cfg.frontend(b)
