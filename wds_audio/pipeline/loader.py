@@ -31,7 +31,8 @@ from .batch import Batch
 from .catalog import Catalog
 from .config import LoaderConfig
 from .metrics import LoaderMetrics
-from .plan import EpochPlan, plan_epoch
+from .elastic import Segment, epoch_plan
+from .plan import EpochPlan
 from .shards import ShardReader, is_remote
 from .stream import Width, open_stream, stream_batches
 
@@ -134,6 +135,7 @@ class _EpochDataset(IterableDataset):
 
     def __init__(self, cfg: LoaderConfig, catalog: Catalog, rank: int, world: int, rebalance: Any) -> None:
         self.cfg, self.catalog, self.rank, self.world, self.rebalance = cfg, catalog, rank, world, rebalance
+        self.resumed: tuple[int, tuple[Segment, ...]] | None = None  # (epoch, its segments): see elastic.py
         # epoch, start batch, first batch out (seen by persistent workers)
         self.state = torch.zeros(3, dtype=torch.int64).share_memory_()
         self.finished = torch.zeros(max(cfg.num_workers, 1), dtype=torch.uint8).share_memory_()  # see TailWidth
@@ -141,9 +143,9 @@ class _EpochDataset(IterableDataset):
         self.checked = torch.zeros(max(1024, 4 * len(catalog.shards)), dtype=torch.int64).share_memory_()
 
     def plan(self, epoch: int) -> EpochPlan:
-        return plan_epoch([s.samples for s in self.catalog.shards], batch_size=self.cfg.batch_size, seed=self.cfg.seed,
-                          epoch=epoch, rank=self.rank, world_size=self.world, streams=self.cfg.streams,
-                          training=self.cfg.training)
+        segments = self.resumed[1] if self.resumed is not None and self.resumed[0] == epoch else ()
+        return epoch_plan(self.cfg, [s.samples for s in self.catalog.shards], epoch=epoch, rank=self.rank,
+                          world_size=self.world, segments=segments)
 
     def __iter__(self) -> Iterator[Batch]:
         info = get_worker_info()
@@ -315,18 +317,44 @@ class AudioLoader:
         return self.plan(0).batches
 
     def set_epoch(self, epoch: int) -> None:
+        """Start ``epoch`` from its beginning (this drops a position load_state_dict gave)."""
         self.epoch, self.start, self._resume_at = epoch, 0, 0
+        self._resume_on(None)
+
+    def _resume_on(self, resumed: tuple[int, tuple[Segment, ...]] | None) -> None:
+        if resumed != self.dataset.resumed:
+            self.dataset.resumed = resumed
+            self._loader = None  # persistent workers hold the plans of the other layout
 
     def state_dict(self) -> dict[str, Any]:
+        """Where this rank is: epoch and batches handed out, with what is needed to go on from
+        there, also with another world size or stream count (``segments``: see elastic.py)."""
         return {"epoch": self.epoch, "batches": self.start, "seed": self.cfg.seed, "rank": self.rank,
-                "world_size": self.world_size, "streams": self.cfg.streams}
+                "world_size": self.world_size, "streams": self.cfg.streams, "segments": self._segments(self.epoch)}
+
+    def _segments(self, epoch: int) -> list[list[int]]:
+        r = self.dataset.resumed
+        return [list(s) for s in r[1]] if r is not None and r[0] == epoch else []
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for k in ("seed", "world_size", "streams"):
-            if state[k] != getattr(self.cfg, k, None) and not (k == "world_size" and state[k] == self.world_size):
-                raise ValueError(f"checkpoint was taken with {k}={state[k]}, this loader has "
-                                 f"{getattr(self.cfg, k, self.world_size)}: batches would differ")
-        self.epoch, self.start = int(state["epoch"]), int(state["batches"])
+        """Go on from ``state``. With the same world size and streams, the batches are those the
+        checkpointed run would have made; with others, the rest of the epoch is planned anew over
+        the samples no rank had handed out (see wds_audio.pipeline.elastic)."""
+        if state["seed"] != self.cfg.seed:
+            raise ValueError(f"checkpoint was taken with seed={state['seed']}, this loader has seed={self.cfg.seed}: "
+                             "batches would differ")
+        epoch, done = int(state["epoch"]), int(state["batches"])
+        segments = [tuple(s) for s in state.get("segments", [])]
+        if (state["world_size"], state["streams"]) != (self.world_size, self.cfg.streams) and done > 0:
+            if self.cfg.rebalance is not None:
+                raise ValueError(f"checkpoint was taken with world_size={state['world_size']} and streams="
+                                 f"{state['streams']}, this loader has {self.world_size} and {self.cfg.streams}: "
+                                 "a rebalanced epoch cannot be resumed on another layout (the reservoirs' contents "
+                                 "are not in the checkpoint); resume with the same world size and streams")
+            segments.append((int(state["world_size"]), int(state["streams"]), done))
+            done = 0
+        self._resume_on((epoch, tuple(segments)) if segments else None)
+        self.epoch, self.start = epoch, done
         self._resume_at = self.start
 
     def _dataloader(self) -> DataLoader:

@@ -45,6 +45,7 @@ class StreamPlan:
     stream: int
     slices: tuple[Slice, ...]
     batches: int
+    segment: int = 0  # > 0: the rest of an epoch resumed on other ranks (see elastic.py)
 
     @property
     def samples(self) -> int:
@@ -112,10 +113,17 @@ def plan_epoch(counts: list[int], *, batch_size: int, seed: int, epoch: int, ran
     """The plan of one rank for one epoch (see the module docstring)."""
     if batch_size < 1 or streams < 1 or not (0 <= rank < world_size):
         raise ValueError(f"bad plan arguments: batch_size={batch_size} streams={streams} rank={rank}/{world_size}")
-    total = sum(counts)
-    if total == 0:
+    if sum(counts) == 0:
         raise ValueError("the selected shards hold no samples")
-    runs = _order(counts, seed, epoch, training)
+    return cut(_order(counts, seed, epoch, training), batch_size=batch_size, epoch=epoch, rank=rank,
+               world_size=world_size, streams=streams, training=training)
+
+
+def cut(runs: list[Slice], *, batch_size: int, epoch: int, rank: int, world_size: int, streams: int,
+        training: bool, segment: int = 0) -> EpochPlan:
+    """Steps 2-4 of the module docstring over ``runs`` (samples in their order): rank ``rank``'s
+    piece, its batches and its streams. ``segment`` > 0 marks the rest of a resumed epoch."""
+    total = sum(len(r) for r in runs)
     lo, hi = rank * total // world_size, (rank + 1) * total // world_size
     own = take_range(runs, lo, hi - lo)
     batches = -(-(-(-total // world_size)) // batch_size)  # ceil(ceil(total / world) / batch)
@@ -123,6 +131,6 @@ def plan_epoch(counts: list[int], *, batch_size: int, seed: int, epoch: int, ran
     plans, pos = [], 0
     for k in range(streams):
         nb = batches // streams + (k < batches % streams)
-        plans.append(StreamPlan(k, tuple(take_range(slots, pos, nb * batch_size)), nb))
+        plans.append(StreamPlan(k, tuple(take_range(slots, pos, nb * batch_size)), nb, segment))
         pos += nb * batch_size
     return EpochPlan(epoch, rank, world_size, batch_size, batches, hi - lo, tuple(plans))

@@ -70,8 +70,11 @@ class Resume:
                 yield sample
 
 
-def _shuffle_rng(cfg: LoaderConfig, epoch: int, rank: int, stream: int) -> Any:
-    return sample_rng(cfg.seed, epoch, f"rank{rank}-stream{stream}", "shuffle")
+def shuffle_rng(cfg: Any, epoch: int, rank: int, plan: StreamPlan) -> Any:
+    """The RNG of a stream's shuffle (``cfg``: anything with the loader's ``seed``); the rest of an
+    epoch resumed elsewhere (``plan.segment``) shuffles with its own."""
+    where = f"rank{rank}-stream{plan.stream}" + (f"-segment{plan.segment}" if plan.segment else "")
+    return sample_rng(cfg.seed, epoch, where, "shuffle")
 
 
 def resume_of(cfg: LoaderConfig, plan: StreamPlan, epoch: int, rank: int, skip_batches: int) -> Resume | None:
@@ -86,7 +89,7 @@ def resume_of(cfg: LoaderConfig, plan: StreamPlan, epoch: int, rank: int, skip_b
     if not cfg.training:
         held, read, order, target, state = [], min(consumed, n), [], 0, None
     else:
-        rng = _shuffle_rng(cfg, epoch, rank, plan.stream)
+        rng = shuffle_rng(cfg, epoch, rank, plan)
         buf, read, target = shuffle_state(n, cfg.shuffle_buffer, rng, min(cfg.shuffle_buffer, cfg.batch_size),
                                           consumed)
         held = sorted(buf)
@@ -233,7 +236,7 @@ def _stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, epoch
     if stage is not None:
         samples = exactly(stage(samples, epoch=epoch, worker=rank * 1_000_003 + plan.stream), plan.samples)
     if cfg.training:
-        rng = _shuffle_rng(cfg, epoch, rank, plan.stream)
+        rng = shuffle_rng(cfg, epoch, rank, plan)
         at = None
         if resume is not None:
             rng.bit_generator.state = resume.rng_state
