@@ -131,19 +131,38 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def bar_chart(rows: list[dict[str, Any]], key: str, path: Path, title: str) -> None:
+def bar_chart(rows: list[dict[str, Any]], key: str | list[str], path: Path, title: str) -> None:
+    """One horizontal bar panel per key (rows without a value for it get no bar)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.5))
-    ax.barh([r["name"] for r in rows][::-1], [r[key] for r in rows][::-1])
-    ax.set_xlabel(key)
-    ax.set_title(title)
+    keys = [key] if isinstance(key, str) else key
+    fig, axes = plt.subplots(1, len(keys), figsize=(8 + 4 * (len(keys) - 1), 0.5 * len(rows) + 1.5), sharey=True,
+                             squeeze=False)
+    for ax, k in zip(axes[0], keys):
+        ax.barh([r["name"] for r in rows][::-1], [r.get(k) or 0 for r in rows][::-1])
+        ax.set_xlabel(k)
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def read_markdown_table(path: Path) -> list[dict[str, str]]:
+    """The first table of a results page (as markdown_table writes it), one dict per row."""
+    lines = [ln for ln in path.read_text().splitlines() if ln.startswith("|")]
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    return [dict(zip(head, (c.strip() for c in ln.strip("|").split("|")))) for ln in lines[2:]]
+
+
+def number(v: str) -> float | None:
+    """A table cell as a number ("1,335.17" -> 1335.17), None when empty or not a number."""
+    try:
+        return float(v.replace(",", ""))
+    except ValueError:
+        return None
 
 
 def paired_ratio(x: list[float], y: list[float], goal: float) -> tuple[str, bool]:

@@ -52,7 +52,8 @@ import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.common import logmel_frontend, make_clips, markdown_table, paired_ratio  # noqa: E402
+from benchmarks.common import (logmel_frontend, make_clips, markdown_table, number, paired_ratio,  # noqa: E402
+                               read_markdown_table)
 from wds_audio.io.options import SourceOptions  # noqa: E402
 
 SR, SECONDS, CLIP, BATCH, WORKERS = 16000, 5.0, 2.0, 32, 2
@@ -340,7 +341,12 @@ def main() -> None:
     p.add_argument("--sweep", action="store_true", help="also HTTP 20 ms rows with other prefetch/streams/shards")
     p.add_argument("--quick", action="store_true", help="96 clips, 1 round, 1 timed epoch; prints, writes nothing")
     p.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results, not with --quick)")
+    p.add_argument("--replot", action="store_true", help="only redraw remote.png from the table in remote.md")
     args = p.parse_args()
+    if args.replot:
+        out = args.out or Path(__file__).parent / "results"
+        plot(out / "remote.md", out / "remote.png")
+        return
     if args.quick:
         args.clips, args.rounds, args.epochs = 96, 1, 1
     torch.set_num_threads(1)
@@ -438,11 +444,46 @@ def _report(rows: list[Row], data: str, args: argparse.Namespace, load0: tuple[f
             f"timed epoch's start to its first batch (median over epochs, then rounds); hashed: whole-shard reads whose "
             f"sha256 was computed / all whole-shard reads (warm-up epoch included, last round). {len(os.sched_getaffinity(0))} CPU cores shared "
             f"with other jobs; 1-min load average {load0[0]:.1f} at the start, {load1[0]:.1f} at the end.\n\n"
-            f"{table}\n\n{verdicts}\n")
+            f"{table}\n\n{verdicts}\n\n![clips/s and time to the first batch](remote.png)\n")
     print(text)
     out = args.out or (None if args.quick else Path(__file__).parent / "results")
     if out is not None:
         write_keeping_analysis(out / "remote.md", text)
+        plot(out / "remote.md", out / "remote.png")
+
+
+def plot(table: Path, path: Path) -> None:
+    """remote.png from the table in remote.md: clips/s of every row (bars: slowest-fastest round),
+    and each transport's time to the first batch against the latency per request."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in read_markdown_table(table) if number(r["clips_per_s"]) is not None]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 0.42 * len(rows) + 2), gridspec_kw={"width_ratios": [3, 2]})
+    names, rates = [r["name"] for r in rows][::-1], [number(r["clips_per_s"]) for r in rows][::-1]
+    spans = [[float(x) for x in r["range"].split("-")] if "-" in r["range"] else [v, v] for r, v in zip(rows[::-1], rates)]
+    err = [[v - lo for v, (lo, _) in zip(rates, spans)], [hi - v for v, (_, hi) in zip(rates, spans)]]
+    left.barh(names, rates, xerr=err, capsize=2)
+    left.set_xlabel("clips/s (median; bars: slowest-fastest round)")
+    for prefix, marker in (("ours", "o"), (LIGHT, "s")):
+        for transport in ("HTTP", "S3"):
+            pts = sorted((int(r["latency_ms"]), number(r["first_batch_ms"])) for r in rows
+                         if r["name"] == f"{prefix}, {transport} {r['latency_ms']} ms"
+                         and number(r["first_batch_ms"]) is not None)
+            if pts:
+                right.plot(*zip(*pts), marker=marker, label=f"{prefix}: {transport}")
+        local = [number(r["first_batch_ms"]) for r in rows if r["name"] == f"{prefix}, local disk"]
+        if local and local[0] is not None:
+            right.axhline(local[0], linestyle=":", color="grey")
+    right.set_xlabel("latency per request (ms)")
+    right.set_ylabel("ms to an epoch's first batch (dotted: local disk)")
+    right.legend(fontsize=8)
+    fig.suptitle("Remote reads (benchmarks/results/remote.md)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def _verdict(name: str, x: list[float], y: list[float], goal: float) -> str:

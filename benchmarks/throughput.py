@@ -41,7 +41,7 @@ import torch  # noqa: E402
 import torchaudio  # noqa: E402
 
 from benchmarks.common import (PeakRSS, bar_chart, cpu_seconds, logmel_frontend, make_clips, markdown_table,  # noqa: E402
-                               paired_ratio, tree_rss_mb)  # noqa: E402
+                               number, paired_ratio, read_markdown_table, tree_rss_mb)
 
 SR_IN, SR, SECONDS, BATCH, N_MELS = 44100, 32000, 5.0, 64, 128
 WINDOW = int(SR * SECONDS)
@@ -299,7 +299,14 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     p.add_argument("--rows", default=ROWS, help="comma-separated subset of a,b,c,c',d,e,f,f' (no report is written then)")
     p.add_argument("--workdir", type=Path, help="keep the clips and shards here and reuse them on the next run")
+    p.add_argument("--replot", action="store_true", help="only redraw throughput.png from the table in throughput.md")
     args = p.parse_args()
+    if args.replot:
+        rows = [{k: (number(v) if k != "name" else v) for k, v in r.items()} for r in
+                read_markdown_table(args.out / "throughput.md")]
+        bar_chart(rows, ["clips_per_s", "peak_rss_MB"], args.out / "throughput.png",
+                  "clips/s (higher is better) and peak memory of the process tree (summed VmRSS, lower is better)")
+        return
     n, epochs, rounds = (128, 2, 1) if args.quick else (args.clips, args.epochs, args.rounds)
     torch.set_num_threads(1)
     from shardgen.recipes import get
@@ -378,10 +385,11 @@ def _report(rows: list[dict[str, Any]], growth: dict[str, Any], n: int, rounds: 
             f"the row medians and the median of the per-round ratios meet it; 1-min load average at the end "
             f"{load:.1f}.\n\n{table}\n\nPeak memory per epoch (MB, ours, persistent workers): summed VmRSS "
             f"{growth['rss_MB_per_epoch']}, PSS {growth['pss_MB_per_epoch']}\n\n"
-            f"{verdicts}\n")
+            f"{verdicts}\n\n![clips/s and memory](throughput.png)\n")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "throughput.md").write_text(text)
-    bar_chart(rows, "clips_per_s", args.out / "throughput.png", "clips/s (higher is better)")
+    bar_chart(rows, ["clips_per_s", "peak_rss_MB"], args.out / "throughput.png",
+              "clips/s (higher is better) and peak memory of the process tree (summed VmRSS, lower is better)")
     print(text)
 
 
