@@ -32,7 +32,8 @@ _LAZY = {
     "SourceError": "io.options", "Frontend": "device.frontend", "noise_bank": "device.frontend",
     "LogMel": "signal.features", "MFCC": "signal.features", "Resample": "signal.resample",
     **{name: "signal.augment" for name in ("Gain", "NoiseMix", "Reverb", "Bandpass", "SpeedPerturb", "PitchShift",
-                                            "SpecAugment", "Mixup", "synthetic_rirs")},
+                                            "SpecAugment", "Mixup", "synthetic_rirs",
+                                            "TimeStretch", "DeviceResponse")},
 }
 __all__ = sorted([*_LAZY, "loader"])
 

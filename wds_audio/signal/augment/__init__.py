@@ -14,11 +14,12 @@ Each transform is a small ``nn.Module`` that works on a whole batch on whatever 
 - ``apply_transform(x, params, lengths)`` does the batched work on ``x``'s device.
 - ``forward(x, lengths, keys, epoch)`` is the two in a row.
 
-Waveform transforms (Gain, NoiseMix, Reverb, Bandpass, SpeedPerturb, PitchShift) take ``x`` (B, T) float and
+Waveform transforms (Gain, NoiseMix, Reverb, Bandpass, SpeedPerturb, PitchShift, TimeStretch,
+DeviceResponse) take ``x`` (B, T) float and
 ``lengths`` (B,) int64 (valid samples per clip; ``None`` = all). Samples past a clip's length are padding:
 statistics (SNR, energy) are measured over the valid part only and padding stays zero. SpecAugment takes
 features (B, F, frames) and *frame* lengths (see ``features.frames_for``). Every transform returns
-``(x, lengths)`` (only SpeedPerturb changes lengths), Mixup returns ``(x, targets, lengths)``, so a frontend
+``(x, lengths)`` (only SpeedPerturb and TimeStretch change lengths), Mixup returns ``(x, targets, lengths)``, so a frontend
 composes them uniformly.
 
 The batched step is named ``apply_transform`` (as in torch-audiomentations), not ``apply``: overriding
@@ -39,12 +40,14 @@ Example:
 """
 from .bandpass import Bandpass
 from .base import BatchAugmentation, valid_mask
+from .device_response import DeviceResponse
 from .gain import Gain
 from .mixup import Mixup
 from .noise import NoiseMix
 from .reverb import Reverb, synthetic_rirs
 from .specaugment import SpecAugment
 from .speed import PitchShift, SpeedPerturb
+from .stretch import TimeStretch
 
-__all__ = ["Bandpass", "BatchAugmentation", "Gain", "Mixup", "NoiseMix", "PitchShift", "Reverb", "SpecAugment",
-           "SpeedPerturb", "synthetic_rirs", "valid_mask"]
+__all__ = ["Bandpass", "BatchAugmentation", "DeviceResponse", "Gain", "Mixup", "NoiseMix", "PitchShift", "Reverb", "SpecAugment",
+           "SpeedPerturb", "TimeStretch", "synthetic_rirs", "valid_mask"]
