@@ -9,6 +9,18 @@ far) the target share of class c among emitted *label occurrences* is
 ``q_c = n_c**alpha / sum_k n_k**alpha`` (alpha 1 "natural", 0.5 "sqrt", 0 "uniform"), or comes
 from a {class name: weight} dict. A clip with three labels counts once towards each of them.
 
+Streams. The loader runs one stage per stream (``streams`` per rank, 8 by default), and an epoch
+is the sum of the streams. With the dataset's counts, each stream therefore steers to its own share
+of the target: ``q_c * m_c / n_c`` normalized, where m_c is the number of label occurrences of
+class c the stream has met so far. Every clip of class c is then worth the same number of
+emissions whichever stream it lands in (what an offline weighted sampler gives a clip), and the
+streams add up to q. Aiming every stream at q itself does not add up on short streams: a stream
+that drew one clip of a rare class cannot reach q under ``max_reuse``, one that drew five stops at
+q, and the shortfalls sum (issue 21: 735 clips in 8 streams of 96 reached TV 0.066 to uniform
+instead of 0.020). Before a class's first clip the stream owes it nothing, so no stream starts
+in debt to a class it may never see. Counted online (no counts), every stream aims at q estimated
+from what it has seen.
+
 Rate. After n valid inputs exactly ``floor(ratio * n)`` samples have been produced, so an
 epoch's length is known in advance. Each input therefore opens 0, 1 or more output *slots*.
 
@@ -47,8 +59,17 @@ score (clips with w <= 0 would not be emitted again and are not held). Admission
 follow weighted reservoir sampling (Efraimidis & Spirakis, A-Res): each clip gets the key
 ``log(u) / w`` with u uniform in (0, 1), and the store keeps the largest keys that fit in the
 budget, so within one class the held clips are a uniform sample of its stream: one reservoir per
-class, all sharing one byte budget in proportion to need. A clip leaves the store after
-``max_reuse`` emissions, and a held clip found useless when examined (score <= 0 now) is let go.
+class, all sharing one byte budget in proportion to need. A clip useless now (score <= 0) may still
+be worth holding over the stream's run: its worth ``sum_{c in L} log(q_c / p_c)``, with p the label
+shares met so far, is positive for the clips of a class that fresh clips alone cannot keep on
+target. Such a clip enters with weight worth / 1000: a lower tier, holding only room the clips
+useful now leave free, and evicted first; a held clip examined and found useless now but worth
+holding over the run moves to that tier (its key times 1000: weight / 1000 for the same u). A
+clip leaves the store after ``max_reuse`` emissions, or when examined and found useless both now
+and over the run. Judging by the score alone let the first clips of a rare class go as soon as
+they had put it on target, a few slots before it fell behind again for good: on short streams
+these clips are most of what the class will ever get (issue 21: 68 emissions of the rarest
+class's 24 clips, 96 allowed by max_reuse 4, 105 wanted).
 A single sample larger than the whole budget is an error (the stage could not hold anything).
 
 Determinism. All randomness comes from one generator seeded by (seed, epoch, worker): the output
@@ -66,6 +87,7 @@ different crop or augmentation for a repeat.
 
 Example:
     >>> import numpy as np
+    >>> from wds_audio.pipeline.reservoir import RebalanceStage
     >>> classes = ["speech", "music", "bird"]
     >>> hot = {c: bytes(np.eye(3, dtype=np.uint8)[i]) for i, c in enumerate(classes)}
     >>> clips = ["speech"] * 16 + ["music"] * 3 + ["bird"]
@@ -96,7 +118,14 @@ class Rebalance:
 
     target: "natural" (alpha 1), "sqrt" (0.5), "uniform" (0), a float alpha in [0, 1], or a
         {class name: weight} dict (relative weights; classes not named get weight 0).
-    buffer_bytes: total bytes of encoded samples the reservoir may hold (all classes together).
+    buffer_bytes: bytes of encoded samples one stream's reservoir may hold (all classes together).
+        Memory rule: the budget is per stream, and the loader runs one stage per stream, all of a
+        worker's streams at once. A rank holds at most ``streams * buffer_bytes`` of held samples
+        (8 * 64 MiB = 512 MiB with the defaults), a DataLoader worker ``ceil(streams /
+        num_workers) * buffer_bytes``. For a total budget B per rank, pass ``buffer_bytes=B //
+        streams``. The reservoir only needs room for the clips worth repeating: a rare class's
+        clips, not the whole stream; ``stats()["peak_bytes"]`` (summed over streams in
+        ``loader.metrics()["rebalance"]``) shows what was used.
     max_reuse: most times one clip is emitted in an epoch (1 = never repeat).
     ratio: samples out per sample in (1.0 keeps the epoch's length; at most max_reuse).
     floor: starvation guard; a class is served first whenever it falls below

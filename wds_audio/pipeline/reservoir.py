@@ -15,11 +15,13 @@ from .rebalance import Rebalance, _power_target
 
 _END = object()
 MAX_EXAMPLES = 5  # skipped samples named per reason in stats()
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
-# With online counts the target is recomputed every this many labelled inputs (and whenever a
-# rarely seen class shows up): q moves slowly and recomputing costs O(C).
+# The stream's target (stream-relative or counted online) and the classes' supply terms are
+# recomputed every min(REFRESH_EVERY, 1 + inputs // 32) labelled inputs, and whenever a rarely
+# seen class shows up: they move by about 1/inputs per input, so a young stream refreshes at every
+# input and a long one every 32 (recomputing costs O(C)).
 REFRESH_EVERY = 32
 
 
@@ -33,6 +35,14 @@ NEEDIEST_DRAWS = 4
 RANDOM_HELD = 4
 
 
+# A clip held only for its worth over the stream's run (useless now) enters the store with its
+# worth times this: its key log(u) / w is then ~1000x further below zero than that of a clip of the
+# same worth held for its score now, so it only fills room the clips useful now leave free, and is
+# the first evicted when one of them needs it. Measured: weighted 1, such clips crowded a full
+# 64-MiB store on a 100k-clip multi-label stream (TV 0.019 -> 0.092 to uniform); weighted 1e-3,
+# 0.014. A held clip found useless now but worth holding later is moved to this tier the same way.
+FUTURE_WEIGHT = 1e-3
+
 # The target terms of the need are refreshed when E has grown by this fraction.
 REF_GROWTH = 0.01
 
@@ -45,11 +55,12 @@ def sample_nbytes(sample: dict) -> int:
 class _Item:
     """One input clip: its sample, labels, size, times emitted and reservoir key."""
 
-    __slots__ = ("id", "sample", "labels", "label_list", "nbytes", "uses", "key")
+    __slots__ = ("id", "sample", "labels", "label_list", "nbytes", "uses", "key", "low")
 
     def __init__(self, id: int, sample: dict, labels: np.ndarray, nbytes: int, uses: int = 0,
-                 key: float = -math.inf) -> None:
+                 key: float = -math.inf, low: bool = False) -> None:
         self.id, self.sample, self.nbytes, self.uses, self.key = id, sample, nbytes, uses, key
+        self.low = low  # held in the lower tier: for its worth over the run only (see FUTURE_WEIGHT)
         self.labels = labels
         self.label_list: list[int] = labels.tolist()
 
@@ -81,7 +92,8 @@ class _Reservoir:
     """Held clips: one store bounded in bytes, indexed per class and as a whole for draws.
 
     The heap orders held clips by key, smallest (next to evict) first; clips removed for another
-    reason stay in it as stale entries and are skipped when met.
+    reason, and the old keys of clips moved to the lower tier, stay in it as stale entries and are
+    skipped when met.
     """
 
     def __init__(self, num_classes: int, budget: int) -> None:
@@ -96,7 +108,7 @@ class _Reservoir:
         self.peak_bytes = 0
 
     def _lowest(self) -> tuple[float, int] | None:
-        while self.heap and self.heap[0][1] not in self.items:
+        while self.heap and not self._current(self.heap[0]):
             heapq.heappop(self.heap)
         return self.heap[0] if self.heap else None
 
@@ -126,8 +138,18 @@ class _Reservoir:
         self.bytes_held += item.nbytes
         self.peak_bytes = max(self.peak_bytes, self.bytes_held)
         if len(self.heap) > 2 * len(self.items) + 64:  # drop stale entries now and then
-            self.heap = [e for e in self.heap if e[1] in self.items]
+            self.heap = [e for e in self.heap if self._current(e)]
             heapq.heapify(self.heap)
+
+    def _current(self, entry: tuple[float, int]) -> bool:
+        item = self.items.get(entry[1])
+        return item is not None and item.key == entry[0]
+
+    def demote(self, item: _Item) -> None:
+        """Move a held clip to the lower tier: the same draw u, its weight times FUTURE_WEIGHT."""
+        item.key /= FUTURE_WEIGHT  # log(u) / (w * FUTURE_WEIGHT): a key < 0 moves further below zero
+        item.low = True
+        heapq.heappush(self.heap, (item.key, item.id))
 
     def remove(self, item: _Item) -> _Item:
         del self.items[item.id]
@@ -160,9 +182,12 @@ class _EpochState:
         self.emitted = np.zeros(c)   # e_c: label occurrences emitted
         self.total = 0.0             # E = sum(e_c)
         self.seen = np.zeros(c)      # label occurrences of valid inputs
-        self.q = stage.q_fixed       # None until the first labelled input when counted online
+        self.q = stage.q_fixed       # the stream's target; None until the first labelled input when counted online
         self.q_version = 0           # bumped whenever q is recomputed
         self.since_refresh = REFRESH_EVERY
+        # supply_c = log(q_c / p_c), p the label shares seen so far: > 0 for a class that fresh clips
+        # alone cannot keep on target, whose clips are worth holding whether or not it is behind now
+        self.supply: list[float] | None = None
         # need_c = log(q_c E + 1) - log(e_c + 1): the second term is kept up to date per emission,
         # the first (and the starvation guard) only when E has grown by 1 % since (see _view)
         self.log_emitted1 = np.zeros(c)
@@ -193,6 +218,9 @@ class RebalanceStage:
         self.seed = int(seed)
         self.q_fixed = config.resolve(self.classes, class_counts)  # validates the whole config
         self.alpha = config.alpha()
+        # with the dataset's counts the stream steers to its own share of the target (see _refresh)
+        self.counts = None if class_counts is None else np.asarray(class_counts, dtype=np.float64)
+        self.relative = self.q_fixed is not None and self.counts is not None
         self._state: _EpochState | None = None
         self._resume: _EpochState | None = None
 
@@ -274,14 +302,41 @@ class RebalanceStage:
         return None
 
     def _refresh(self, st: _EpochState, labels: np.ndarray) -> None:
-        """With online counts, recompute q from the labels seen so far."""
-        if self.alpha is None or self.q_fixed is not None:
-            return
+        """Recompute the stream's target and the supply terms from the labels seen so far.
+
+        With the dataset's counts n_c the stream's target is ``q_c * seen_c / n_c`` normalized:
+        the global target scaled by the share of class c's clips this stream has met, so every
+        clip of class c is worth the same number of emissions whichever stream it is in, and the
+        streams' outputs add up to q (aiming every stream at q itself, a stream that drew few
+        clips of a rare class falls short of it and one that drew many stops at it: the
+        shortfalls add up). Counted online, the target is q from the counts seen so far.
+        """
         st.since_refresh += 1
-        if st.since_refresh >= REFRESH_EVERY or np.any(st.seen[labels] <= 2):
-            st.since_refresh = 0
+        if (st.supply is not None and st.since_refresh < min(REFRESH_EVERY, 1 + st.n_valid // 32)
+                and not np.any(st.seen[labels] <= 2)):
+            return
+        st.since_refresh = 0
+        if self.relative:
+            counts = self.counts
+            share = st.seen.sum() / counts.sum()  # a class the counts say has no clip keeps its plain target
+            met = np.divide(st.seen, counts, out=np.full_like(counts, share), where=counts > 0)
+            w = self.q_fixed * met
+            total = w.sum()
+            st.q = w / total if total > 0 else self.q_fixed  # nothing of a targeted class met yet
+            st.q_version += 1
+        elif self.q_fixed is None:
             st.q = _power_target(st.seen, self.alpha)
             st.q_version += 1
+        p = st.seen / st.seen.sum()
+        both = (p > 0) & (st.q > 0)
+        supply = np.zeros_like(p)
+        supply[both] = np.log(st.q[both] / p[both])
+        st.supply = supply.tolist()
+
+    def _future(self, st: _EpochState, item: _Item) -> float:
+        """A clip's worth on the stream's whole run: the sum of its classes' supply terms."""
+        supply = st.supply
+        return sum(supply[c] for c in item.label_list) if supply is not None else 0.0
 
     def _view(self, st: _EpochState) -> _View:
         floor = self.config.floor
@@ -313,8 +368,11 @@ class RebalanceStage:
             if cand.id not in res.items:  # let go earlier in this loop
                 continue
             score = view.score(cand)
-            if score <= 0:  # emitting it now would move away from the target: stop holding it
-                st.settled[res.remove(cand).uses] += 1
+            if score <= 0:  # emitting it now would move away from the target ...
+                if self._future(st, cand) <= 0:  # ... and its classes need no repeats: stop holding it
+                    st.settled[res.remove(cand).uses] += 1
+                elif not cand.low:  # ... but they will: hold it only in room nothing useful now wants
+                    res.demote(cand)
             elif score > best_score or (score == best_score and cand.uses < best.uses):
                 best, best_score = cand, score
         return best
@@ -338,7 +396,15 @@ class RebalanceStage:
         st.pending.append(out)
 
     def _hold_or_settle(self, st: _EpochState, item: _Item, view: _View) -> None:
-        worth = view.score(item) if item.uses < self.config.max_reuse else 0.0
+        # worth holding if it helps now, or if its classes need repeats over the stream's run: a
+        # rare class just put on target by its first clips falls behind again within a few slots
+        # (the second kind in a lower tier: see FUTURE_WEIGHT)
+        worth = 0.0
+        if item.uses < self.config.max_reuse:
+            worth = view.score(item)
+            if worth <= 0:
+                worth = FUTURE_WEIGHT * self._future(st, item)
+                item.low = True
         u = st.rng.random()
         if worth > 0 and u > 0:
             item.key = math.log(u) / worth
@@ -354,12 +420,16 @@ class RebalanceStage:
         emitted: {class: label occurrences emitted}; reuse_histogram[k]: input clips emitted k
         times (held clips count with their uses so far); dropped: valid inputs never emitted and
         no longer held; bytes_held / peak_bytes of the reservoir; skipped: {reason: count};
-        skipped_examples: {reason: the first few skipped samples as "url key 'k'"}.
+        skipped_examples: {reason: the first few skipped samples as "url key 'k'"}; target: the
+        configured target q (estimated from this stream when counted online); stream_target: what
+        this stream steers to (q scaled by the share of each class's clips it has met, when the
+        dataset's counts are known).
         """
         st = self._state or self._resume
         if st is None:
             return {}
         hist = st.settled.copy()
+        target = self.q_fixed if self.q_fixed is not None else st.q
         for item in st.reservoir.items.values():
             hist[item.uses] += 1
         return {
@@ -371,7 +441,8 @@ class RebalanceStage:
             "emitted": {self.classes[c]: int(n) for c, n in enumerate(st.emitted) if n},
             "emitted_counts": st.emitted.astype(np.int64).tolist(),
             "seen_counts": st.seen.astype(np.int64).tolist(),
-            "target": None if st.q is None else st.q.tolist(),
+            "target": None if target is None else target.tolist(),
+            "stream_target": None if st.q is None else st.q.tolist(),
             "reuse_histogram": hist.tolist(),
             "bytes_held": st.reservoir.bytes_held, "peak_bytes": st.reservoir.peak_bytes,
             "held": len(st.reservoir.items), "buffer_bytes": self.config.buffer_bytes,
@@ -395,13 +466,13 @@ class RebalanceStage:
                 "epoch": st.epoch, "worker": st.worker, "rng": st.rng.bit_generator.state,
                 "emitted": st.emitted.tolist(), "total": st.total, "seen": st.seen.tolist(),
                 "q": None if st.q is None else st.q.tolist(), "since_refresh": st.since_refresh,
-                "q_version": st.q_version, "log_emitted1": st.log_emitted1.tolist(),
+                "q_version": st.q_version, "supply": st.supply, "log_emitted1": st.log_emitted1.tolist(),
                 "log_target1": st.log_target1.tolist(), "guard": st.guard.tolist(),
                 "ref": [st.ref_total, st.ref_q_version],
                 "counters": [st.n_in, st.n_valid, st.n_empty, st.n_out, st.n_repeats, st.unique_out],
                 "skipped": dict(st.skipped), "settled": st.settled.tolist(),
                 "skipped_examples": {r: list(e) for r, e in st.skipped_examples.items()},
-                "held": [[i.id, i.sample, i.label_list, i.nbytes, i.uses, i.key] for i in res.items.values()],
+                "held": [[i.id, i.sample, i.label_list, i.nbytes, i.uses, i.key, i.low] for i in res.items.values()],
                 "heap": [list(e) for e in res.heap], "by_class": [list(ids) for ids in res.by_class],
                 "everything": list(res.everything), "peak_bytes": res.peak_bytes,
                 "pending": list(st.pending), "samples_in": st.n_in,
@@ -423,7 +494,7 @@ class RebalanceStage:
         st.emitted, st.seen = np.array(s["emitted"], dtype=float), np.array(s["seen"], dtype=float)
         st.total = s["total"]
         st.q = None if s["q"] is None else np.array(s["q"], dtype=float)
-        st.since_refresh, st.q_version = s["since_refresh"], s["q_version"]
+        st.since_refresh, st.q_version, st.supply = s["since_refresh"], s["q_version"], s["supply"]
         st.log_emitted1, st.log_target1 = np.array(s["log_emitted1"]), np.array(s["log_target1"])
         st.guard = np.array(s["guard"])
         st.ref_total, st.ref_q_version = s["ref"]
@@ -431,8 +502,8 @@ class RebalanceStage:
         st.skipped, st.settled = dict(s["skipped"]), np.array(s["settled"], dtype=np.int64)
         st.skipped_examples = {r: list(e) for r, e in s["skipped_examples"].items()}
         res = st.reservoir
-        for id_, sample, labels, nbytes, uses, key in s["held"]:
-            item = _Item(id_, sample, np.array(labels, dtype=np.int64), nbytes, uses, key)
+        for id_, sample, labels, nbytes, uses, key, low in s["held"]:
+            item = _Item(id_, sample, np.array(labels, dtype=np.int64), nbytes, uses, key, low)
             res.items[id_] = item
             res.count[item.labels] += 1
             res.bytes_held += nbytes
