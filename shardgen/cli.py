@@ -61,16 +61,42 @@ def _parser(recipe: str | None = None) -> argparse.ArgumentParser:
     vf.add_argument("dataset", help="dataset folder or URL holding dataset.json")
     vf.add_argument("--no-decode", action="store_true", help="skip decoding every clip (faster)")
 
+    def fold_list(text: str) -> list[int]:  # `--folds 1 2 3` or `--folds 1,2,3`
+        try:
+            return [int(f) for f in text.split(",") if f.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"folds are integers (e.g. 1 2 3 or 1,2,3), got {text!r}") from None
+
     st = sub.add_parser("stats", help="class histogram, durations, feature statistics",
-                        epilog="example:\n  shardgen stats data/demo --plot classes.png",
+                        description="Print the class table and clip durations; compute per-mel-bin log-mel mean/std\n"
+                                    "over a split (and folds) and add them to dataset.json, with the split, folds,\n"
+                                    "sample and feature settings they came from.",
+                        epilog="examples:\n  shardgen stats data/demo --plot classes.png\n"
+                               "  shardgen stats data/esc50 --folds 1 2 3 4          # fold 5 held out\n"
+                               "  for k in 1 2 3 4 5; do shardgen stats data/esc50 --exclude-folds $k; done"
+                               "   # one set per CV split\n"
+                               "  shardgen stats data/audioset --max-clips 5000 --seed 0   # a random sample of all shards\n"
+                               "  shardgen stats data/esc50 --n-mels 64 --n-fft 512 --hop-length 160 --f-max 8000\n"
+                               "the feature options must be those of the Frontend that standardizes with them",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     st.add_argument("dataset", type=Path)
     st.add_argument("--plot", type=Path, help="write a PNG bar chart of the class histogram")
     st.add_argument("--split", default="train", help="split for feature statistics (default train)")
+    which = st.add_mutually_exclusive_group()
+    which.add_argument("--folds", type=fold_list, nargs="+", default=None, metavar="FOLD",
+                       help="only these folds of the split (default: all); keep evaluation folds out")
+    which.add_argument("--exclude-folds", type=fold_list, nargs="+", default=None, metavar="FOLD",
+                       help="every fold of the split but these (e.g. the held-out fold)")
     st.add_argument("--n-mels", type=int, default=128)
     st.add_argument("--n-fft", type=int, default=1024)
+    st.add_argument("--win-length", type=int, default=None, help="default: n_fft")
     st.add_argument("--hop-length", type=int, default=None, help="default: 10 ms")
-    st.add_argument("--max-clips", type=int, default=None, help="use at most this many clips for feature stats")
+    st.add_argument("--f-min", type=float, default=0.0)
+    st.add_argument("--f-max", type=float, default=None, help="default: half the sample rate")
+    st.add_argument("--mel-scale", choices=["htk", "slaney"], default="htk")
+    st.add_argument("--max-clips", type=int, default=None,
+                    help="use a random sample of this many clips across all shards (default: every clip)")
+    st.add_argument("--seed", type=int, default=0, help="seed of the --max-clips sample (default 0)")
 
     sy = sub.add_parser("synth", help="write the embedded demo dataset (csv recipe layout)",
                         epilog="example:\n  shardgen synth data/demo-src --seed 0 --num-clips 2000",

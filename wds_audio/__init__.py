@@ -30,6 +30,7 @@ _LAZY = {
     "AudioLoader": "pipeline.loader", "LoaderConfig": "pipeline.config", "Catalog": "pipeline.catalog",
     "Batch": "pipeline.batch", "Rebalance": "pipeline.rebalance", "SourceOptions": "io.options",
     "SourceError": "io.options", "Frontend": "device.frontend", "noise_bank": "device.frontend",
+    "select_stats": "device.stats",
     "LogMel": "signal.features", "MFCC": "signal.features", "Resample": "signal.resample",
     **{name: "signal.augment" for name in ("Gain", "NoiseMix", "Reverb", "Bandpass", "SpeedPerturb", "PitchShift",
                                             "SpecAugment", "Mixup", "synthetic_rirs",

@@ -48,30 +48,17 @@ def test_pack_then_stats_writes_feature_stats(demo_src: Path, tmp_path: Path, ca
 
 @pytest.mark.numeric
 def test_stats_match_a_direct_computation(demo_shards: Path, tmp_path: Path) -> None:
-    """Per-bin mean/std equal numpy over torchaudio's MelSpectrogram frames of the same clips."""
-    import io
-    import shutil
-    import tarfile
+    """Per-bin mean/std equal numpy over torchaudio's MelSpectrogram frames of the same clips (the
+    seeded sample of 5 clips `--max-clips 5` takes)."""
+    from shardgen.stats import sample_clips
 
-    import soundfile as sf
-    import torch
-    import torchaudio
-
-    ds = tmp_path / "ds"
-    shutil.copytree(demo_shards, ds)
+    ds, m = _stats_copy(demo_shards, tmp_path)
     assert main(["stats", str(ds), "--n-mels", "40", "--n-fft", "512", "--max-clips", "5"]) == 0
     fs = json.loads((ds / MANIFEST).read_text())["feature_stats"]
-    shard = json.loads((ds / MANIFEST).read_text())["splits"]["train"]["shards"][0]["path"]
-    tf = tarfile.open(ds / shard)
-    mel = torchaudio.transforms.MelSpectrogram(16000, n_fft=512, hop_length=160, n_mels=40)
-    frames = []
-    for m in tf.getmembers():
-        if m.name.endswith(".flac") and len(frames) < 5:
-            x, _ = sf.read(io.BytesIO(tf.extractfile(m).read()), dtype="float32")
-            frames.append(10 * torch.log10(mel(torch.from_numpy(x)).clamp_min(1e-10)).T.double().numpy())
-    allf = np.concatenate(frames)
-    np.testing.assert_allclose(fs["mean"], allf.mean(0), atol=1e-3)
-    np.testing.assert_allclose(fs["std"], allf.std(0), atol=1e-3)
+    mean, std, clips = _direct_stats(ds, sample_clips(m["splits"]["train"]["shards"], 5, seed=0), n_mels=40)
+    assert clips == 5
+    np.testing.assert_allclose(fs["mean"], mean, atol=1e-3)
+    np.testing.assert_allclose(fs["std"], std, atol=1e-3)
 
 
 def test_pack_error_is_one_clear_line(tmp_path: Path, capsys) -> None:
@@ -96,3 +83,123 @@ def test_recipe_options_anywhere_on_the_line(demo_src: Path, tmp_path: Path) -> 
 def test_unknown_recipe_is_a_clear_error(tmp_path: Path, capsys) -> None:
     assert main(["pack", "--recipe", "nope", str(tmp_path), str(tmp_path / "o")]) == 2
     assert "unknown recipe 'nope'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ stats: folds, sampling, sets of statistics
+
+def _stats_copy(demo_shards: Path, tmp_path: Path) -> tuple[Path, dict]:
+    import shutil
+
+    ds = tmp_path / "ds"
+    shutil.copytree(demo_shards, ds)
+    return ds, json.loads((ds / MANIFEST).read_text())
+
+
+def _direct_stats(ds: Path, picks: dict[str, set[int] | None], n_mels: int = 16) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per-bin mean/std over torchaudio's MelSpectrogram of the chosen (shard, position) clips, read with tarfile."""
+    import io
+    import tarfile
+
+    import soundfile as sf
+    import torch
+    import torchaudio
+
+    mel = torchaudio.transforms.MelSpectrogram(16000, n_fft=512, hop_length=160, n_mels=n_mels)
+    frames, clips = [], 0
+    for path, wanted in picks.items():
+        audio = [m for m in tarfile.open(ds / path).getmembers() if m.name.endswith(".flac")]
+        for i, m in enumerate(audio):
+            if wanted is None or i in wanted:
+                x, _ = sf.read(io.BytesIO(tarfile.open(ds / path).extractfile(m).read()), dtype="float32")
+                frames.append(10 * torch.log10(mel(torch.from_numpy(x)).clamp_min(1e-10)).T.double().numpy())
+                clips += 1
+    allf = np.concatenate(frames)
+    return allf.mean(0), allf.std(0), clips
+
+
+@pytest.mark.numeric
+def test_stats_folds_use_only_those_folds_and_are_recorded(demo_shards: Path, tmp_path: Path) -> None:
+    ds, m = _stats_copy(demo_shards, tmp_path)
+    assert m["splits"]["train"]["folds"] == [1, 2, 3, 4]
+    assert main(["stats", str(ds), "--n-mels", "16", "--n-fft", "512", "--folds", "1", "2"]) == 0
+    fs = json.loads((ds / MANIFEST).read_text())["feature_stats"]
+    shards = [s for s in m["splits"]["train"]["shards"] if s["fold"] in (1, 2)]
+    assert fs["split"] == "train" and fs["folds"] == [1, 2] and fs["clips"] == sum(s["samples"] for s in shards)
+    assert fs["seed"] == 0 and fs["max_clips"] is None
+    assert {k: fs[k] for k in ("kind", "sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "f_min",
+                               "f_max", "mel_scale")} == {
+        "kind": "logmel", "sample_rate": 16000, "n_fft": 512, "win_length": 512, "hop_length": 160, "n_mels": 16,
+        "f_min": 0.0, "f_max": 8000.0, "mel_scale": "htk"}
+    mean, std, clips = _direct_stats(ds, {s["path"]: None for s in shards})
+    assert clips == fs["clips"]
+    np.testing.assert_allclose(fs["mean"], mean, atol=1e-3)
+    np.testing.assert_allclose(fs["std"], std, atol=1e-3)
+    # the other spelling, and --exclude-folds: the same folds, the same entry replaced
+    assert main(["stats", str(ds), "--n-mels", "16", "--n-fft", "512", "--exclude-folds", "3,4"]) == 0
+    m2 = json.loads((ds / MANIFEST).read_text())
+    assert [e["folds"] for e in m2["feature_stats_sets"]] == [[1, 2]] and m2["feature_stats"]["mean"] == fs["mean"]
+
+
+def test_stats_sets_accumulate_and_keep_the_legacy_entry(demo_shards: Path, tmp_path: Path) -> None:
+    ds, m = _stats_copy(demo_shards, tmp_path)
+    legacy = {"split": "train", "feature": "logmel_db", "sample_rate": 16000, "n_fft": 512, "hop_length": 160,
+              "n_mels": 16, "f_min": 0.0, "f_max": 8000.0, "mel_scale": "htk", "frames": 1,
+              "clips": m["splits"]["train"]["samples"], "mean": [0.0] * 16, "std": [1.0] * 16}
+    (ds / MANIFEST).write_text(json.dumps({**m, "feature_stats": legacy}))
+    for folds in (["1", "2", "3"], ["2", "3", "4"]):
+        assert main(["stats", str(ds), "--n-mels", "16", "--n-fft", "512", "--max-clips", "10", "--folds", *folds]) == 0
+    assert main(["stats", str(ds), "--n-mels", "20", "--n-fft", "512", "--max-clips", "10", "--folds", "1", "2", "3"]) == 0
+    m2 = json.loads((ds / MANIFEST).read_text())
+    sets = m2["feature_stats_sets"]
+    assert [(e["folds"], e["n_mels"]) for e in sets] == [([1, 2, 3, 4], 16), ([1, 2, 3], 16), ([2, 3, 4], 16),
+                                                         ([1, 2, 3], 20)]
+    assert sets[0]["kind"] == "logmel" and sets[0]["win_length"] == 512 and sets[0]["max_clips"] is None
+    assert m2["feature_stats"] == sets[-1]  # readers of the single dict get the newest entry
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--folds", "7"], "split 'train' has no fold(s) [7]; folds present: [1, 2, 3, 4]"),
+    (["--exclude-folds", "1", "9"], "split 'train' has no fold(s) [9]"),
+    (["--split", "noise", "--folds", "1"], "split 'noise' has no fold(s) [1]; folds present: none"),
+    (["--exclude-folds", "1", "2", "3", "4"], "no fold of split 'train' left"),
+    (["--split", "test"], "no split 'test'"),
+    (["--max-clips", "0"], "--max-clips must be at least 1"),
+])
+def test_stats_bad_folds_are_clear_errors(demo_shards: Path, tmp_path: Path, capsys, argv, message) -> None:
+    ds, m = _stats_copy(demo_shards, tmp_path)
+    assert main(["stats", str(ds), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert json.loads((ds / MANIFEST).read_text()) == m  # nothing written
+
+
+def test_stats_fold_values_must_be_integers(demo_shards: Path, capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["stats", str(demo_shards), "--folds", "one"])
+    assert "folds are integers" in capsys.readouterr().err
+
+
+@pytest.mark.numeric
+def test_stats_max_clips_is_a_seeded_sample_across_all_shards(demo_shards: Path, tmp_path: Path) -> None:
+    from shardgen.stats import sample_clips
+
+    ds, m = _stats_copy(demo_shards, tmp_path)
+    shards = m["splits"]["train"]["shards"]
+    argv = ["stats", str(ds), "--n-mels", "16", "--n-fft", "512", "--max-clips", "12"]
+    assert main([*argv, "--seed", "5"]) == 0
+    fs = json.loads((ds / MANIFEST).read_text())["feature_stats"]
+    assert fs["clips"] == 12 and fs["seed"] == 5 and fs["max_clips"] == 12
+    picks = sample_clips(shards, 12, seed=5)
+    folds = {s["fold"] for s in shards if s["path"] in picks}
+    assert len(picks) >= 4 and len(folds) >= 3  # spread over the shards, not the first 12 clips of one
+    assert picks != sample_clips(shards, 12, seed=6) and picks == sample_clips(shards, 12, seed=5)
+    mean, std, clips = _direct_stats(ds, picks)
+    assert clips == 12
+    np.testing.assert_allclose(fs["mean"], mean, atol=1e-3)
+    np.testing.assert_allclose(fs["std"], std, atol=1e-3)
+    first, _, _ = _direct_stats(ds, {shards[0]["path"]: set(range(12))} if shards[0]["samples"] >= 12 else
+                                {s["path"]: None for s in shards[:2]})
+    assert np.abs(np.asarray(fs["mean"]) - first).max() > 1e-2  # not the first clips
+    assert main([*argv, "--seed", "5"]) == 0  # the same seed: the same statistics
+    assert json.loads((ds / MANIFEST).read_text())["feature_stats"]["mean"] == fs["mean"]
+    assert main([*argv, "--seed", "6"]) == 0
+    assert json.loads((ds / MANIFEST).read_text())["feature_stats"]["mean"] != fs["mean"]

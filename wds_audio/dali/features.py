@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..core.rng import seed_of
+from ..device.stats import check_settings
 from .ops import import_dali
 
 AMIN_DB = -100.0  # 10 * log10(1e-10): the dB floor of features.LogMel
@@ -79,7 +80,8 @@ class DaliFeatures:
     """The optional DALI feature stage (names as in :class:`wds_audio.Frontend`).
 
     kind: "logmel" or "mfcc" (DCT-II ortho of the dB log-mel with ``mfcc_top_db`` per clip).
-    standardize: None, "dataset" (``stats`` or dataset.json ``feature_stats``) or "utterance".
+    standardize: None, "dataset" (``stats``, else the dataset.json entry for these settings, checked
+    as for the torch Frontend: see :mod:`wds_audio.device.stats`) or "utterance".
     gain, noise, specaugment: training augmentations (off in evaluation).
     device: "auto" (GPU when CUDA is available), "cpu" or "gpu".
 
@@ -121,6 +123,13 @@ class DaliFeatures:
 
     def hop(self, sample_rate: int) -> int:
         return self.hop_length or sample_rate // 100
+
+    def feature_settings(self, sample_rate: int) -> dict[str, Any]:
+        """The settings dataset statistics must match (as ``Frontend.feature_settings()``)."""
+        return {"kind": self.kind, "sample_rate": sample_rate, "n_fft": self.n_fft,
+                "win_length": self.win_length or self.n_fft, "hop_length": self.hop(sample_rate),
+                "n_mels": self.n_mels, "f_min": float(self.f_min), "f_max": float(self.f_max or sample_rate / 2),
+                "mel_scale": self.mel_scale}
 
     def num_features(self) -> int:
         return self.n_mfcc if self.kind == "mfcc" else self.n_mels
@@ -221,11 +230,13 @@ def dali_specaugment(feats: Any, frames: Any, spec: DaliSpecAugment, num_feature
 
 
 def _dataset_stats(spec: DaliFeatures, stats: dict[str, Any] | None, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """Checked per-bin mean and std, (F, 1) each: the checks of the torch Frontend (wds_audio.device.stats)."""
     if stats is None:
         raise ValueError("standardize='dataset' needs stats (dataset.json 'feature_stats'; run `shardgen stats`)")
-    if spec.kind != "logmel" or stats.get("n_mels") != spec.n_mels or stats.get("sample_rate") != sample_rate:
-        raise ValueError(f"feature_stats were computed for logmel n_mels={stats.get('n_mels')} at "
-                         f"{stats.get('sample_rate')} Hz; this stage has {spec.kind} n_mels={spec.n_mels} at {sample_rate} Hz")
+    check_settings(stats, spec.feature_settings(sample_rate), "this DALI feature stage")
+    if len(stats["mean"]) != spec.num_features() or len(stats["std"]) != spec.num_features():
+        raise ValueError(f"feature statistics have {len(stats['mean'])} mean and {len(stats['std'])} std values; "
+                         f"this DALI feature stage makes {spec.num_features()} feature bins")
     mean = np.asarray(stats["mean"], np.float32).reshape(-1, 1)
     std = np.maximum(np.asarray(stats["std"], np.float32), 1e-5).reshape(-1, 1)
     return mean, std

@@ -74,6 +74,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -87,6 +88,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from ..device.stats import resolve_stats
 from ..pipeline.batch import Batch
 from ..pipeline.catalog import Catalog
 from ..pipeline.config import LoaderConfig
@@ -180,7 +182,11 @@ class DaliLoader:
         self._live: tuple[int, Any] | None = None  # (epoch, DALIGenericIterator) being consumed
         self._metrics = LoaderMetrics(cfg.max_reported_keys)
         if self.features is not None and self.features.standardize == "dataset":
-            _dataset_stats(self.features, self.features.stats or self.catalog.feature_stats, cfg.sample_rate)
+            stats = resolve_stats(self.features.stats, self.features.feature_settings(cfg.sample_rate),
+                                  manifest=self.catalog.manifest, split=cfg.split, folds=cfg.folds,
+                                  training=cfg.training, who="this DALI feature stage")
+            _dataset_stats(self.features, stats, cfg.sample_rate)
+            self.features = dataclasses.replace(self.features, stats=stats)
 
     @staticmethod
     def _load_indexes(catalog: Catalog) -> list[ShardIndex] | None:

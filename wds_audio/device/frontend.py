@@ -3,7 +3,9 @@
 Order: int16 PCM -> float (``pcm_on_device``), resampling from ``input_sample_rate``
 (``resample_on_device``), waveform augmentations (gain, noise, reverb,
 bandpass, speed, pitch; training only), log-mel or MFCC (+ deltas), standardization
-(dataset.json statistics or per-utterance CMVN over the valid frames), SpecAugment and mixup
+(dataset.json statistics or per-utterance CMVN over the valid frames; statistics from dataset.json
+are checked against every feature setting they record, a plain ``{"mean", "std"}`` dict is used as
+given: see :mod:`wds_audio.device.stats`), SpecAugment and mixup
 (training only). Padding frames are zero after standardization. Runs on whatever device its
 input is on; ``frontend.train()`` / ``.eval()`` switch augmentation on and off.
 
@@ -15,6 +17,7 @@ Example:
 """
 from __future__ import annotations
 
+import copy
 from typing import Any, Sequence
 
 import torch
@@ -25,6 +28,7 @@ from ..signal.augment.mixup import Mixup
 from ..signal.augment.specaugment import SpecAugment
 from ..signal.features import MFCC, LogMel, frame_mask, frames_for
 from ..signal.resample import Resample
+from .stats import check_settings, is_recorded
 
 FEATURES = ("logmel", "mfcc", None)
 STANDARDIZE = (None, "dataset", "utterance")
@@ -62,17 +66,47 @@ class Frontend(nn.Module):
         self.mixup = mixup
         self.epoch = 0
         self._calls = 0
+        self._mel_scale = mel_scale
+        self.stats_info: dict[str, Any] | None = None
         if standardize == "dataset":
-            self._load_stats(stats, features, n_mels, sample_rate, self.hop_length)
+            self._load_stats(stats)
 
-    def _load_stats(self, stats: dict[str, Any] | None, features: str | None, n_mels: int, sr: int, hop: int) -> None:
+    def feature_settings(self) -> dict[str, Any]:
+        """The feature settings that dataset statistics must have been computed with (effective values:
+        ``win_length`` None is ``n_fft``, ``hop_length`` None 10 ms, ``f_max`` None half the rate)."""
+        mel = self.features.mel if self.features_kind == "mfcc" else self.features
+        if mel is None:
+            return {"kind": None, "sample_rate": self.sample_rate}
+        return {"kind": self.features_kind, "sample_rate": mel.sample_rate, "n_fft": mel.n_fft,
+                "win_length": mel.win_length, "hop_length": mel.hop_length, "n_mels": mel.n_mels,
+                "f_min": float(mel.f_min), "f_max": float(mel.f_max), "mel_scale": self._mel_scale}
+
+    def _load_stats(self, stats: dict[str, Any] | None) -> None:
+        """``stats``: an entry of dataset.json (recorded: every setting it records is checked, see
+        :mod:`wds_audio.device.stats`) or a plain ``{"mean", "std"}`` dict (explicit: used as given)."""
         if stats is None:
             raise ValueError("standardize='dataset' needs stats (dataset.json 'feature_stats'; run `shardgen stats`)")
-        if features != "logmel" or stats.get("n_mels") != n_mels or stats.get("sample_rate") != sr:
-            raise ValueError(f"feature_stats were computed for logmel n_mels={stats.get('n_mels')} at "
-                             f"{stats.get('sample_rate')} Hz; this frontend has {features} n_mels={n_mels} at {sr} Hz")
-        self.register_buffer("mean", torch.tensor(stats["mean"], dtype=torch.float32)[:, None])
-        self.register_buffer("std", torch.tensor(stats["std"], dtype=torch.float32).clamp_min(1e-5)[:, None])
+        check_settings(stats, self.feature_settings(), "this frontend")
+        bins = (self.features.dct.shape[0] * (self.features.deltas + 1) if self.features_kind == "mfcc"
+                else self.features.n_mels)
+        if len(stats["mean"]) != bins or len(stats["std"]) != bins:
+            raise ValueError(f"feature statistics have {len(stats['mean'])} mean and {len(stats['std'])} std values; "
+                             f"this frontend makes {bins} feature bins")
+        device = self.mean.device if "mean" in self._buffers else None
+        self.register_buffer("mean", torch.tensor(stats["mean"], dtype=torch.float32, device=device)[:, None])
+        self.register_buffer("std", torch.tensor(stats["std"], dtype=torch.float32, device=device).clamp_min(1e-5)[:, None])
+        # where the statistics came from (split, folds, settings), None for explicit ones: a loader
+        # given this frontend checks the folds against its evaluation folds
+        self.stats_info = ({k: v for k, v in stats.items() if k not in ("mean", "std")} if is_recorded(stats)
+                           else None)
+
+    def with_stats(self, stats: dict[str, Any]) -> "Frontend":
+        """A copy of this frontend standardizing with ``stats`` (checked as in the constructor)."""
+        if self.standardize != "dataset":
+            raise ValueError("with_stats: this frontend does not standardize with dataset statistics")
+        fe = copy.deepcopy(self)
+        fe._load_stats(stats)
+        return fe
 
     def set_epoch(self, epoch: int) -> None:
         """Augmentation draws depend on (seed, epoch, key): call once per epoch, as for the loader."""

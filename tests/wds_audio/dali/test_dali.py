@@ -242,6 +242,35 @@ def test_standardization_with_dataset_stats_and_per_utterance(demo_shards: Path)
         DaliLoader(_cfg(demo_shards), features=DaliFeatures(standardize="dataset", stats=stats, n_mels=64))
 
 
+def test_dataset_stats_are_checked_as_for_the_torch_frontend(demo_shards: Path, tmp_path: Path) -> None:
+    """The same checks as wds_audio.Frontend (wds_audio.device.stats): every recorded feature setting, and
+    in evaluation the folds: an entry over the evaluated fold is replaced by one without it, or refused."""
+    from shardgen.cli import main
+
+    ds = tmp_path / "ds"
+    shutil.copytree(demo_shards, ds)
+    assert main(["stats", str(ds), "--n-mels", "16", "--n-fft", "512", "--max-clips", "12"]) == 0
+    everything = json.loads((ds / "dataset.json").read_text())["feature_stats"]
+    base = dict(n_fft=512, n_mels=16, standardize="dataset")
+    evaluate = dict(split="train", folds=[4], training=False)
+    with pytest.raises(ValueError, match=r"computed with n_fft=512, win_length=512, hop_length=160; this DALI "
+                                         r"feature stage has n_fft=1024, win_length=1024, hop_length=256"):
+        DaliLoader(_cfg(ds), features=DaliFeatures(**{**base, "n_fft": 1024, "hop_length": 256}))
+    with pytest.raises(ValueError, match="computed with f_max=8000.0; this DALI feature stage has f_max=6000.0"):
+        DaliLoader(_cfg(ds), features=DaliFeatures(**base, stats=everything, f_max=6000.0))
+    for stats in (None, everything):  # dataset.json's entry, or the same entry given
+        with pytest.raises(ValueError, match=r"includes evaluation fold\(s\) \[4\] of split 'train'"):
+            DaliLoader(_cfg(ds, **evaluate), features=DaliFeatures(**base, stats=stats))
+    explicit = {k: everything[k] for k in ("mean", "std")}
+    assert DaliLoader(_cfg(ds, **evaluate), features=DaliFeatures(**base, stats=explicit)).features.stats is explicit
+    assert main(["stats", str(ds), "--n-mels", "16", "--n-fft", "512", "--max-clips", "12", "--exclude-folds", "4"]) == 0
+    for stats in (None, everything):
+        loader = DaliLoader(_cfg(ds, **evaluate), features=DaliFeatures(**base, stats=stats))
+        assert loader.features.stats["folds"] == [1, 2, 3]
+    b = next(iter(loader))
+    assert b.features.shape[1] == 16 and torch.isfinite(b.features).all()
+
+
 # ------------------------------------------------------------------------------ ranks, epochs, resume
 
 def test_two_ranks_get_equal_batch_counts(demo_shards: Path) -> None:

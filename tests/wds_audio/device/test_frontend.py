@@ -143,3 +143,56 @@ def test_frontend_in_workers_returns_audio_when_asked(demo_shards: Path) -> None
     for a, b in zip(both, wds_audio.loader(str(demo_shards), **kw)):
         torch.testing.assert_close(a.audio, b.audio, rtol=0, atol=0)
         torch.testing.assert_close(a.features, fe(b.audio, b.lengths))
+
+
+# ------------------------------------------------------- stored statistics must match every feature setting
+
+@pytest.fixture(scope="module")
+def stats_512(demo_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Statistics written by `shardgen stats` (n_mels 16, n_fft 512) and read back from dataset.json."""
+    import shutil
+
+    from shardgen.cli import main
+
+    ds = tmp_path_factory.mktemp("fe-stats") / "ds"
+    shutil.copytree(demo_shards, ds)
+    assert main(["stats", str(ds), "--n-mels", "16", "--n-fft", "512", "--max-clips", "8"]) == 0
+    return json.loads((ds / "dataset.json").read_text())["feature_stats"]
+
+
+MATCHING = dict(sample_rate=16000, n_fft=512, n_mels=16)
+
+
+@pytest.mark.parametrize("change, stored, mine", [
+    (dict(n_fft=1024), "n_fft=512", "n_fft=1024"),
+    (dict(hop_length=256), "hop_length=160", "hop_length=256"),
+    (dict(win_length=400), "win_length=512", "win_length=400"),
+    (dict(f_min=50.0), "f_min=0.0", "f_min=50.0"),
+    (dict(f_max=7000.0), "f_max=8000.0", "f_max=7000.0"),
+    (dict(mel_scale="slaney"), "mel_scale='htk'", "mel_scale='slaney'"),
+    (dict(sample_rate=22050, f_max=8000.0), "sample_rate=16000", "sample_rate=22050"),
+    (dict(features="mfcc", n_mfcc=16), "kind='logmel'", "kind='mfcc'"),
+])
+def test_stored_stats_with_other_settings_are_refused(stats_512: dict, change: dict, stored: str, mine: str) -> None:
+    with pytest.raises(ValueError) as e:
+        Frontend(standardize="dataset", stats=stats_512, **{**MATCHING, **change})
+    msg = str(e.value)
+    assert f"computed with {stored}" in msg and f"this frontend has {mine}" in msg
+    # explicit statistics (mean and std only) are the user's choice: no check
+    explicit = {k: stats_512[k] for k in ("mean", "std")}
+    if change.get("features") != "mfcc":
+        fe = Frontend(standardize="dataset", stats=explicit, **{**MATCHING, **change})
+        assert fe.stats_info is None and fe(torch.randn(1, 8000)).shape[1] == 16
+
+
+def test_stored_stats_with_the_same_settings_are_accepted(stats_512: dict) -> None:
+    # the defaults resolve to the stored values: win_length n_fft, hop 10 ms, f_max half the rate
+    fe = Frontend(standardize="dataset", stats=stats_512, **MATCHING)
+    fe2 = Frontend(standardize="dataset", stats=stats_512, win_length=512, hop_length=160, f_min=0, f_max=8000.0,
+                   mel_scale="htk", **MATCHING)
+    assert fe.stats_info["folds"] == [1, 2, 3, 4] and fe.stats_info["split"] == "train"
+    x = torch.randn(2, 8000)
+    torch.testing.assert_close(fe.eval()(x), fe2.eval()(x))
+    with pytest.raises(ValueError, match="16 mean and 16 std values; this frontend makes 20"):
+        Frontend(standardize="dataset", stats={k: stats_512[k] for k in ("mean", "std")}, sample_rate=16000,
+                 n_mels=20)
