@@ -87,13 +87,19 @@ def local(demo_shards: Path) -> dict[bool, Epoch]:
     return out
 
 
+# Each fault with the read timeout it runs under. Where a timeout is not the fault, it is long:
+# on a loaded 2-core CI host a response can take more than half a second to start, and a
+# spurious timeout there would retry a request that the fault never touched (that is how the
+# stall case once counted 3 resumes of 4). Where it is the fault, it is short but still well
+# above such a delay, and the fault lasts well past it.
 FAULTS = {
-    "reset": (Fault(reset_after=CUT), "reset", 1),
-    "503x2": (Fault(status=503, times=2), "http 503", 2),
-    "500": (Fault(status=500), "http 500", 1),
-    "stall": (Fault(stall_after=CUT, stall_s=5.0), "timeout", 1),
-    "truncated": (Fault(truncate_after=CUT), "truncated", 1),
-    "slow-headers": (Fault(latency_s=1.0), "timeout", 1),  # latency past timeout_s: the request is retried
+    "reset": (Fault(reset_after=CUT), "reset", 1, 10.0),
+    "503x2": (Fault(status=503, times=2), "http 503", 2, 10.0),
+    "500": (Fault(status=500), "http 500", 1, 10.0),
+    "stall": (Fault(stall_after=CUT, stall_s=10.0), "timeout", 1, 1.5),
+    "truncated": (Fault(truncate_after=CUT), "truncated", 1, 10.0),
+    # latency past timeout_s: the request is retried
+    "slow-headers": (Fault(latency_s=3.0), "timeout", 1, 1.0),
 }
 
 
@@ -107,10 +113,10 @@ CASES += [("stall", True), ("slow-headers", False)]
 def test_a_fault_in_every_shard_gives_the_fault_free_epoch(fault_server: FaultServer, demo_shards: Path,
                                                            local: dict[bool, Epoch], kind: str,
                                                            training: bool) -> None:
-    fault, reason, per_shard = FAULTS[kind]
+    fault, reason, per_shard, timeout_s = FAULTS[kind]
     fault_server.add_fault("*.tar", fault)  # the first request(s) of every shard
     got, m = run_epoch(fault_server.base, training=training, num_workers=2 if training else 0,
-                       source_options=OPTS)
+                       source_options=replace(OPTS, timeout_s=timeout_s))
     assert_same(got, local[training])
     n = len(train_shards(demo_shards))
     assert set(tar_requests(fault_server)) == {s["path"] for s in train_shards(demo_shards)}
@@ -125,8 +131,8 @@ def test_retries_during_prefetch_are_all_reported(fault_server: FaultServer, dem
     # shard, the current shard's clips go out as batches.
     kw = dict(training=False, streams=1, batch_size=1)
     want, _ = run_epoch(str(demo_shards), **kw)
-    fault_server.add_fault("*.tar", Fault(latency_s=1.0))
-    got, m = run_epoch(fault_server.base, **kw, source_options=OPTS)
+    fault_server.add_fault("*.tar", Fault(latency_s=3.0))  # past the timeout; see FAULTS
+    got, m = run_epoch(fault_server.base, **kw, source_options=replace(OPTS, timeout_s=1.0))
     assert_same(got, want)
     assert m["source"]["retries"] == {"timeout": len(train_shards(demo_shards))}
 
