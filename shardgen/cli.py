@@ -5,6 +5,8 @@ Examples::
     shardgen synth data/demo-src --seed 0
     shardgen pack --recipe csv data/demo-src data/demo --workers 2
     shardgen pack --recipe esc50 ~/datasets/ESC-50-master data/esc50 --sample-rate 32000
+    shardgen pack --recipe esc50 ESC-50-master/ s3://bucket/esc50 --part 2/8   # then: shardgen merge s3://bucket/esc50
+    shardgen pack --recipe esc50 ESC-50-master/ s3://bucket/esc50 --engine dask --scheduler tcp://head:8786 --parts 64
     shardgen verify data/demo
     shardgen stats data/demo --plot classes.png
     shardgen recipes
@@ -29,14 +31,21 @@ def _parser(recipe: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"shardgen {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
+    # conflict_handler: a recipe option of the same name (fsd50k's --part dev|eval) wins; --pack-part stays
     pk = sub.add_parser("pack", help="pack a dataset with a recipe", formatter_class=argparse.RawDescriptionHelpFormatter,
+                        conflict_handler="resolve",
                         epilog="examples:\n  shardgen pack --recipe csv data/demo-src data/demo --workers 2\n"
                                "  shardgen pack --recipe folder my_classes/ out/ --codec wav --max-shard-samples 500\n"
                                "  shardgen pack --recipe esc50 ESC-50-master/ out/ --resume\n"
+                               "  shardgen pack --recipe esc50 ESC-50-master/ s3://bucket/esc50 --workers 8\n"
+                               "  shardgen pack --recipe esc50 ESC-50-master/ gs://bucket/esc50 --part 3/8   # 8 jobs, then merge\n"
+                               "  shardgen pack --recipe esc50 ESC-50-master/ out/ --engine dask --workers 4 --parts 8\n"
+                               "  shardgen pack --recipe esc50 ESC-50-master/ out/ --engine dask --scheduler tcp://head:8786\n"
+                               "Slurm: shardgen/slurm/pack_array.sbatch (one array task per --part, then one merge job)\n"
                                "recipe options: shardgen pack --recipe NAME --help")
     pk.add_argument("--recipe", required=True, help="recipe name (see `shardgen recipes`)")
     pk.add_argument("src", type=Path, help="dataset root in its official layout")
-    pk.add_argument("out", type=Path, help="output folder for shards and dataset.json")
+    pk.add_argument("out", help="output folder, or bucket prefix s3://…, gs://…, file://… (credentials from the environment)")
     pk.add_argument("--workers", type=int, default=1, help="parallel encoding processes (output is identical)")
     pk.add_argument("--sample-rate", type=int, default=16000, help="target sample rate (default 16000)")
     pk.add_argument("--channels", type=int, default=1, help="target channels (default 1: downmix)")
@@ -49,6 +58,14 @@ def _parser(recipe: str | None = None) -> argparse.ArgumentParser:
     pk.add_argument("--resume", action="store_true", help="keep complete shards of an interrupted pack, redo the rest")
     pk.add_argument("--overwrite", action="store_true", help="replace an existing pack in OUT")
     pk.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pk.add_argument("--part", "--pack-part", dest="pack_part", type=_part, default=None, metavar="I/N",
+                    help="pack only part I of N (1-based, whole shards, round-robin); then `shardgen merge OUT` "
+                         "(--pack-part with recipes that have a --part option of their own)")
+    pk.add_argument("--engine", choices=["local", "dask"], default="local",
+                    help="local: this process and --workers encoders; dask: --parts parts on a Dask cluster, then merge")
+    pk.add_argument("--scheduler", default=None, metavar="ADDR",
+                    help="Dask scheduler address (tcp://host:8786); default: a local cluster of --workers processes")
+    pk.add_argument("--parts", type=int, default=None, help="with --engine dask: number of parts (default 2 per Dask worker)")
     if recipe is not None:
         module = recipes.get(recipe)
         group = pk.add_argument_group(f"options of the {recipe} recipe", (module.__doc__ or "").strip())
@@ -106,11 +123,71 @@ def _parser(recipe: str | None = None) -> argparse.ArgumentParser:
     sy.add_argument("--num-clips", type=int, default=2000)
     sy.add_argument("--workers", type=int, default=2)
 
+    mg = sub.add_parser("merge", help="write dataset.json from the part manifests of `pack --part I/N`",
+                        epilog="examples:\n  shardgen merge data/esc50\n  shardgen merge s3://bucket/esc50\n"
+                               "  shardgen merge out/ out/.parts/part-0001-of-0002.json out/.parts/part-0002-of-0002.json",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    mg.add_argument("out", help="the OUT every part was packed into (folder or bucket URL)")
+    mg.add_argument("manifests", nargs="*", help="part manifests (default: every OUT/.parts/part-*.json)")
+    mg.add_argument("--keep-parts", action="store_true", help="keep OUT/.parts after merging")
+
     sub.add_parser("recipes", help="list recipes and their expected layouts")
     return p
 
 
+def _part(text: str) -> tuple[int, int]:
+    from .plan import parse_part
+
+    try:
+        return parse_part(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _pack_dask(args: argparse.Namespace, source, opts) -> object:
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ValueError("--engine dask needs Dask: pip install 'wds-audio[distributed]'") from None
+    from .parts import pack_parts
+
+    if args.scheduler:
+        client, cluster = Client(args.scheduler), None
+    else:
+        cluster = LocalCluster(n_workers=max(1, args.workers), threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+        client = Client(cluster)
+    try:
+        workers = max(1, len(client.scheduler_info().get("workers", {})))
+        parts = args.parts or 2 * workers
+        print(f"dask: {workers} worker(s) at {client.scheduler.address}, {parts} part(s)", file=sys.stderr)
+        one = type(opts)(**{**opts.__dict__, "workers": 1})  # the engine's workers are the parallelism
+        return pack_parts(source, args.out, one, parts=parts, executor=client.get_executor())
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from .parts import merge
+    from .writer import PackError
+
+    try:
+        m, problems = merge(args.out, args.manifests or None, keep_parts=args.keep_parts)
+    except PackError as e:
+        print(f"shardgen merge: error: {e}", file=sys.stderr)
+        return 2
+    shards = sum(len(sp["shards"]) for sp in m["splits"].values())
+    clips = sum(sp["samples"] for sp in m["splits"].values())
+    print(f"merged {m['name']!r}: {clips} clips in {shards} shards -> {args.out.rstrip('/')}/dataset.json"
+          + (f" ({len(problems)} skipped input(s) listed there)" if problems else ""))
+    return 0
+
+
 def cmd_pack(args: argparse.Namespace) -> int:
+    import functools
+
     from .recipes._common import summarize
     from .writer import PackError, PackOptions, pack
 
@@ -118,16 +195,29 @@ def cmd_pack(args: argparse.Namespace) -> int:
     ropts = {d: getattr(args, d) for d in args.recipe_dests}
     on_error = "raise" if args.strict else (args.on_error or recipe.DEFAULT_ON_ERROR)
     try:
-        collection = recipe.load(args.src, **ropts)
         opts = PackOptions(sample_rate=args.sample_rate, codec=args.codec, channels=args.channels,
                            max_shard_bytes=args.max_shard_bytes, max_shard_samples=args.max_shard_samples,
                            workers=args.workers, on_error=on_error, resume=args.resume,
                            overwrite=args.overwrite, progress=not args.no_progress)
-        result = pack(collection, args.out, opts)
+        if args.engine == "dask":
+            if args.pack_part:
+                raise ValueError("--part and --engine dask exclude each other: the engine runs every part")
+            result = _pack_dask(args, functools.partial(recipe.load, args.src, **ropts), opts)
+        else:
+            if args.scheduler or args.parts:
+                raise ValueError("--scheduler and --parts need --engine dask")
+            collection = recipe.load(args.src, **ropts)
+            result = pack(collection, args.out, opts, part=args.pack_part)
     except (RecipeError, PackError, ValueError) as e:
         print(f"shardgen pack: error: {e}", file=sys.stderr)
         return 2
     m = result.manifest
+    if args.pack_part:
+        i, n = args.pack_part
+        print(f"\npacked part {i}/{n} of {m['header']['name']!r} -> {args.out} in {result.seconds:.1f} s "
+              f"({result.encoded_clips / max(result.seconds, 1e-9):.1f} clips/s, {result.shards_written} shard(s) "
+              f"written, {result.kept_shards} kept); when all {n} parts are done: shardgen merge {args.out}")
+        return 0
     print(f"\npacked {m['name']!r} -> {args.out} in {result.seconds:.1f} s "
           f"({result.encoded_clips / max(result.seconds, 1e-9):.1f} clips/s, "
           f"{result.encoded_bytes / 1e6 / max(result.seconds, 1e-9):.1f} MB/s encoded"
@@ -172,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser(recipe).parse_args(argv)
     if args.command == "pack":
         return cmd_pack(args)
+    if args.command == "merge":
+        return cmd_merge(args)
     if args.command == "verify":
         from .verify import verify
         problems = verify(args.dataset, decode=not args.no_decode)

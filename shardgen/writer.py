@@ -1,15 +1,23 @@
-"""Records -> size-targeted tar shards, DALI indexes and ``dataset.json``.
+"""Records -> size-bounded tar shards, DALI indexes and ``dataset.json``, whole or in parts.
 
-Deterministic: records are grouped by (split, fold), put in key-hash order, encoded (in parallel,
-results consumed in order) and cut into shards by encoded size alone, so the bytes do not
-depend on ``workers``. Atomic: every file is written under a temporary name and renamed
-when complete, the index before its tar, the manifest last. Resumable: each finished
-shard is appended to a journal; ``resume=True`` keeps the journalled shards whose sha256
-still matches and redoes the rest, giving the same bytes as an uninterrupted run.
+Deterministic: records are grouped by (split, fold) and put in key-hash order, and the plan
+(which records go into which shard, and the shard names; ``shardgen/plan.py``) is computed from
+the record list and the options before anything is encoded. Encoding runs in parallel with results
+consumed in order, so the bytes depend neither on ``workers`` nor on the partitioning:
+``pack(..., part=(i, n))`` writes only part i of n of the plan's shards plus a part manifest
+(``.parts/part-000i-of-000n.json``), and ``shardgen.parts.merge`` turns n part manifests into the
+dataset.json that one plain ``pack`` writes.
+
+Atomic: every file is written through :class:`shardgen.store.Store` (a folder, or a bucket through
+fsspec): it appears only once complete, the index before its tar, the manifest last - dataset.json
+is the commit marker. Resumable: each finished shard is appended to a journal (one per part);
+``resume=True`` keeps the journalled shards whose size and sha256 still match and redoes the rest,
+giving the same bytes as an uninterrupted run.
 
 Example:
     >>> from shardgen.writer import PackOptions, pack          # doctest: +SKIP
     >>> manifest = pack(collection, "out/", PackOptions(sample_rate=16000, workers=4))
+    >>> pack(collection, "s3://bucket/esc50", PackOptions(), part=(1, 4))  # then shardgen.parts.merge
 """
 from __future__ import annotations
 
@@ -19,26 +27,36 @@ import json
 import os
 import tarfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
+from multiprocessing import current_process, get_context
 from pathlib import Path
 from typing import Any, Iterator
 
 from tqdm import tqdm
 
 from . import __version__
+from . import plan as planning
 from .encode import EncodeError, Encoded, encode_record
 from .records import Collection, Problem, Record
+from .store import TMP_MARK, Store, StoreError
 from .tarfmt import FORMAT, format_index, member_info, split_name
 
 FORMAT_VERSION = 1
 MANIFEST = "dataset.json"
 JOURNAL = ".shardgen-journal.jsonl"
-TMP_MARK = ".tmp-"
+PARTS_DIR = ".parts"
+PART_FORMAT = 1
+_META_ONLY = ("consumed", "skipped", "keys_sha256", "empty")  # shard-meta fields kept out of dataset.json
 
 
 class PackError(Exception):
     """Packing cannot go on; the message names the file or row at fault."""
+
+
+def part_name(part: int, parts: int, suffix: str = ".json") -> str:
+    """The part manifest (``.json``, written when the part is complete) or journal (``.jsonl``) of a part."""
+    return f"{PARTS_DIR}/part-{part:04d}-of-{parts:04d}{suffix}"
 
 
 @dataclass
@@ -63,7 +81,8 @@ class PackOptions:
             raise ValueError("max_shard_bytes must be >= 1024 and max_shard_samples >= 1")
 
     def fingerprint_fields(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("sample_rate", "codec", "channels", "max_shard_bytes", "max_shard_samples")}
+        return {k: getattr(self, k) for k in ("sample_rate", "codec", "channels", "max_shard_bytes",
+                                              "max_shard_samples")}
 
 
 @dataclass
@@ -74,31 +93,27 @@ class PackResult:
     kept_shards: int = 0
     encoded_bytes: int = 0
     encoded_clips: int = 0
+    shards_written: int = 0
 
 
 @dataclass
 class _Shard:
-    """A shard being written: its temporary file and what it holds so far."""
+    """A shard being written: its spool file (see Store) and what it holds so far."""
 
-    path: Path
-    rel: str
-    split: str
-    fold: int | None
-    group: str
+    store: Store
+    spec: planning.ShardSpec
     num_classes: int
-    tmp: Path = field(init=False)
     samples: int = 0
     consumed: int = 0
-    bytes_est: int = 1024  # end-of-archive blocks
     duration: float = 0.0
     keys: list[str] = field(default_factory=list)
     class_counts: list[int] = field(default_factory=list)
     skipped: list[Problem] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.tmp = self.path.with_name(f"{self.path.name}{TMP_MARK}{os.getpid()}")
+        self.rel = self.spec.rel
+        self.tmp = self.store.spool_path(self.rel)
         self.class_counts = [0] * self.num_classes
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = _HashingFile(open(self.tmp, "wb"))
         self._tar = tarfile.open(fileobj=self._file, mode="w", format=FORMAT)
         self._index: list[list[tuple[str, int, int, str]]] = []
@@ -110,7 +125,6 @@ class _Shard:
             data_offset = self._tar.offset - (len(data) + 511) // 512 * 512
             entries.append((split_name(name)[1], data_offset, len(data), name))
         self._index.append(entries)
-        self.bytes_est += sample_bytes(members)
         self.samples += 1
         self.duration += duration
         self.keys.append(record.key)
@@ -121,15 +135,16 @@ class _Shard:
         self._tar.close()
         self._file.close()  # flushed and fsynced
         # the index and checksum were kept while writing: the shard is never read back
-        atomic_write(self.path.with_suffix(".idx"), format_index(self._index).encode())
-        os.replace(self.tmp, self.path)  # the tar appears only once complete, after its index
+        idx = self.rel[:-4] + ".idx"
+        self.store.write_bytes(idx, format_index(self._index).encode())
+        self.store.commit(self.tmp, self.rel)  # the tar appears only once complete, after its index
         return {
-            "path": self.rel, "index": self.rel[:-4] + ".idx", "split": self.split, "fold": self.fold,
-            "group": self.group, "samples": self.samples, "bytes": self._file.size,
+            "path": self.rel, "index": idx, "split": self.spec.split, "fold": self.spec.fold,
+            "group": self.spec.group, "samples": self.samples, "bytes": self._file.size,
             "sha256": self._file.sha.hexdigest(), "duration": round(self.duration, 3),
             "class_counts": self.class_counts, "first_key": self.keys[0] if self.keys else None,
             "last_key": self.keys[-1] if self.keys else None, "consumed": self.consumed,
-            "skipped": [p.to_json() for p in self.skipped],
+            "skipped": [p.to_json() for p in self.skipped], "keys_sha256": keys_sha256(self.spec),
         }
 
     def abort(self) -> None:
@@ -158,6 +173,10 @@ class _HashingFile:
         self.f.flush()
         os.fsync(self.f.fileno())
         self.f.close()
+
+
+def keys_sha256(spec: planning.ShardSpec) -> str:
+    return hashlib.sha256("\n".join(spec.keys).encode()).hexdigest()
 
 
 def sample_bytes(members: list[tuple[str, bytes]]) -> int:
@@ -236,64 +255,15 @@ def plan_groups(records: list[Record]) -> list[tuple[tuple[str, int | None], lis
 
 
 def fingerprint(collection: Collection, opts: PackOptions) -> str:
+    """sha256 of what decides the bytes: the options, the recipe's output (name, vocabulary,
+    records, recipe info) - not the dataset's root folder, so nodes may mount it anywhere."""
     h = hashlib.sha256(json.dumps(opts.fingerprint_fields(), sort_keys=True).encode())
-    h.update(json.dumps(collection.classes).encode())
+    h.update(json.dumps([collection.name, collection.classes, collection.multi_label, collection.info],
+                        sort_keys=True, default=str).encode())
     for r in collection.records:
         h.update(json.dumps([r.key, r.source, r.labels, r.split, r.fold, r.group, r.start, r.end,
                              sorted(r.extra.items(), key=str)], default=str).encode())
     return h.hexdigest()
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def clean_temporaries(out: Path) -> int:
-    n = 0
-    for p in out.rglob(f"*{TMP_MARK}*"):
-        if p.is_file():
-            p.unlink()
-            n += 1
-    return n
-
-
-def _load_journal(out: Path, fp: str) -> dict[str, dict[str, Any]]:
-    """Shards a previous run finished and that are still intact, by relative path."""
-    path = out / JOURNAL
-    if not path.exists():
-        return {}
-    lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-    if not lines or lines[0].get("fingerprint") != fp:
-        raise PackError(f"{path}: written for other input or options; pack again without --resume")
-    kept: dict[str, dict[str, Any]] = {}
-    for entry in lines[1:]:
-        p = out / entry["path"]
-        if p.is_file() and (out / entry["index"]).is_file() and _sha256_file(p) == entry["sha256"]:
-            kept[entry["path"]] = entry
-    return kept
-
-
-def _prepare_out(out: Path, opts: PackOptions, fp: str) -> dict[str, dict[str, Any]]:
-    out.mkdir(parents=True, exist_ok=True)
-    clean_temporaries(out)
-    if opts.resume:
-        kept = _load_journal(out, fp)
-        if not kept and (out / MANIFEST).exists():
-            raise PackError(f"{out / MANIFEST} exists and no journal to resume from; use --overwrite")
-        (out / MANIFEST).unlink(missing_ok=True)
-        return kept
-    if any(out.iterdir()):
-        if not opts.overwrite:
-            raise PackError(f"{out} is not empty; use --resume to continue a pack or --overwrite to replace it")
-        for p in sorted(out.rglob("*"), reverse=True):
-            if p.is_file() and (p.suffix in (".tar", ".idx") or p.name in (MANIFEST, JOURNAL)):
-                p.unlink()
-    (out / JOURNAL).write_text(json.dumps({"fingerprint": fp}) + "\n")
-    return {}
 
 
 def _encode_job(args: tuple[Record, int, str, int]) -> Encoded | Problem:
@@ -305,21 +275,99 @@ def _encode_job(args: tuple[Record, int, str, int]) -> Encoded | Problem:
 
 
 def _encoded(jobs: list[tuple[Record, int, str, int]], workers: int) -> Iterator[Encoded | Problem]:
-    if workers <= 1:
+    if workers <= 1 or not jobs:
         yield from map(_encode_job, jobs)
+        return
+    if current_process().daemon:  # inside an engine's worker process (Dask, Ray): no children allowed
+        with ThreadPoolExecutor(workers) as ex:
+            yield from ex.map(_encode_job, jobs)
         return
     # fork: workers start in milliseconds and inherit the records instead of unpickling them
     with get_context("fork").Pool(workers) as pool:
         yield from pool.imap(_encode_job, jobs, chunksize=8)
 
 
-def pack(collection: Collection, out: str | Path, opts: PackOptions | None = None) -> PackResult:
-    """Write ``collection`` as shards + indexes + dataset.json into ``out``."""
-    opts = opts or PackOptions()
-    t0 = time.perf_counter()
-    out = Path(out)
-    fp = fingerprint(collection, opts)
-    kept = _prepare_out(out, opts, fp)
+def clean_temporaries(out: Path, names: list[str] | None = None) -> int:
+    """Remove this writer's temporaries under ``out``: all of them, or only those of ``names``."""
+    pats = [f"*{TMP_MARK}*"] if names is None else [f"{n}{TMP_MARK}*" for n in names]
+    n = 0
+    for pat in pats:
+        for p in out.glob(pat) if names is not None else out.rglob(pat):
+            if p.is_file():
+                p.unlink()
+                n += 1
+    return n
+
+
+def _read_journal(store: Store, rel: str, fp: str) -> list[dict[str, Any]]:
+    lines = [json.loads(x) for x in store.read_text(rel).splitlines() if x.strip()]
+    if not lines or lines[0].get("fingerprint") != fp:
+        raise PackError(f"{store.name(rel)}: written for other input or options; pack again without --resume")
+    return lines[1:]
+
+
+def _still_intact(store: Store, meta: dict[str, Any], spec: planning.ShardSpec) -> bool:
+    """A journalled shard is kept when its plan is unchanged and its bytes are still those written."""
+    if meta.get("keys_sha256") != keys_sha256(spec):
+        return False
+    if meta.get("empty"):
+        return True
+    return (store.size(meta["path"]) == meta["bytes"] and store.size(meta["index"]) is not None
+            and store.sha256(meta["path"]) == meta["sha256"])
+
+
+def _prepare(store: Store, opts: PackOptions, fp: str, part: tuple[int, int] | None) -> tuple[str, list[dict]]:
+    """Check OUT, write the journal's first line (so a store that cannot be written fails here,
+    before any encoding) and return the journal's name and the entries of a run to resume."""
+    try:
+        store.mkdir()
+        if store.local is not None and part is None:
+            clean_temporaries(store.local)
+        journal = JOURNAL if part is None else part_name(*part, suffix=".jsonl")
+        entries: list[dict[str, Any]] = []
+        if part is None:
+            if opts.resume and store.exists(JOURNAL):
+                entries = _read_journal(store, JOURNAL, fp)
+            elif opts.resume and store.exists(MANIFEST):
+                raise PackError(f"{store.name(MANIFEST)} exists and no journal to resume from; use --overwrite")
+            elif not opts.resume and store.list():
+                if not opts.overwrite:
+                    raise PackError(f"{store.url} is not empty; use --resume to continue a pack or --overwrite to replace it")
+                for rel in store.list():
+                    if rel.endswith((".tar", ".idx")) or rel in (MANIFEST, JOURNAL) or rel.startswith(PARTS_DIR + "/"):
+                        store.delete(rel)
+            store.delete(MANIFEST)
+        else:
+            done = part_name(*part)
+            if store.exists(MANIFEST) and not opts.overwrite:
+                raise PackError(f"{store.name(MANIFEST)} exists: this pack was merged already; "
+                                "use --overwrite to pack it again")
+            if opts.resume and store.exists(done):
+                entries = json.loads(store.read_text(done)).get("shards", [])
+                first = json.loads(store.read_text(done)).get("fingerprint")
+                if first != fp:
+                    raise PackError(f"{store.name(done)}: written for other input or options; pack again without --resume")
+            elif opts.resume and store.exists(journal):
+                entries = _read_journal(store, journal, fp)
+            elif not opts.overwrite and (store.exists(done) or store.exists(journal)):
+                what = "is complete" if store.exists(done) else "was started"
+                raise PackError(f"part {part[0]}/{part[1]} {what} in {store.url} already "
+                                f"({store.name(done if store.exists(done) else journal)}); "
+                                "use --resume to continue it or --overwrite to pack it again")
+            if opts.overwrite:
+                store.delete(MANIFEST)
+        store.append_line(journal, json.dumps({"fingerprint": fp}), new=True)
+        for e in entries:  # a resumed part's journal starts from what it had
+            store.append_line(journal, json.dumps(e))
+        if part is not None:
+            store.delete(part_name(*part))  # a part being packed is not complete
+        return journal, entries
+    except StoreError as e:
+        raise PackError(f"cannot write to {store.url}: {e}") from None
+
+
+def plan_pack(collection: Collection, opts: PackOptions) -> tuple[list[planning.ShardSpec], list[Problem]]:
+    """The whole pack's plan and the input problems (raised under on_error='raise')."""
     if opts.on_error == "raise" and collection.problems:
         first = collection.problems[0]
         raise PackError(f"{first} ({len(collection.problems)} problem(s) in the input; "
@@ -327,103 +375,154 @@ def pack(collection: Collection, out: str | Path, opts: PackOptions | None = Non
     records, problems = validate(collection, opts.on_error)
     problems = list(collection.problems) + problems
     groups = plan_groups(records)
-    result = PackResult({}, problems, 0.0, kept_shards=len(kept))
+    flat = [r for _, recs in groups for r in recs]
+    bounds = planning.probe_all(flat, opts.sample_rate, opts.codec, opts.channels, collection.multi_label,
+                                len(collection.classes), opts.workers)
+    bound_of = dict(zip((r.key for r in flat), bounds))
+    bad = [b for b in bounds if isinstance(b, Problem)]
+    if bad and opts.on_error == "raise":
+        raise PackError(str(bad[0]))
+    problems += bad
+    sized = [(g, [(r, bound_of[r.key]) for r in recs if not isinstance(bound_of[r.key], Problem)]) for g, recs in groups]
+    specs = planning.cut(sized, opts.max_shard_bytes, opts.max_shard_samples, shard_group)
+    return specs, problems
 
-    shards_meta: list[dict[str, Any]] = []
-    todo: list[tuple[tuple[str, int | None], list[Record], int]] = []
-    for (split, fold), recs in groups:
-        n_done, number = 0, 0
-        while True:
-            rel = f"{split}/{shard_group(fold)}-{number:06d}.tar"
-            if rel not in kept:
-                break
-            shards_meta.append(kept[rel])
-            n_done += kept[rel]["consumed"]
-            number += 1
-        for stale in out.glob(f"{split}/{shard_group(fold)}-*.tar"):
-            if int(stale.stem.rsplit("-", 1)[1]) >= number:
-                stale.unlink()
-        todo.append(((split, fold), recs[n_done:], number))
 
-    total = sum(len(r) for _, r, _ in todo)
-    bar = tqdm(total=total, desc="pack", unit="clip", disable=not opts.progress)
-    jobs = [(r, opts.sample_rate, opts.codec, opts.channels) for _, recs, _ in todo for r in recs]
-    stream = _encoded(jobs, opts.workers)
-    journal = open(out / JOURNAL, "a")
+def pack(collection: Collection, out: str | Path, opts: PackOptions | None = None, *,
+         part: tuple[int, int] | None = None, storage_options: dict[str, Any] | None = None) -> PackResult:
+    """Write ``collection`` as shards + indexes + dataset.json into ``out`` (a folder or a bucket URL).
+
+    With ``part=(i, n)`` only part i of n of the plan's shards is written, with a part manifest
+    instead of dataset.json; ``shardgen.parts.merge(out)`` writes dataset.json from the n parts.
+    """
+    opts = opts or PackOptions()
+    if part is not None:
+        planning.parse_part(f"{part[0]}/{part[1]}")
+    t0 = time.perf_counter()
+    store = Store(out, storage_options)
     try:
-        for (split, fold), recs, number in todo:
-            shards_meta += _write_group(out, collection, split, fold, recs, number, stream, opts, result, journal, bar)
+        return _pack(collection, store, opts, part, t0)
     finally:
-        journal.close()
+        store.close()
+
+
+def _pack(collection: Collection, store: Store, opts: PackOptions, part: tuple[int, int] | None,
+          t0: float) -> PackResult:
+    fp = fingerprint(collection, opts)
+    journal, entries = _prepare(store, opts, fp, part)
+    specs, problems = plan_pack(collection, opts)
+    mine = specs if part is None else planning.take_part(specs, *part)
+    if store.local is not None and part is not None:
+        for spec in mine:
+            clean_temporaries(store.local / spec.split, [Path(spec.rel).name, Path(spec.rel).stem + ".idx"])
+    journalled = {e["path"]: e for e in entries}
+    kept = {s.rel: journalled[s.rel] for s in mine if s.rel in journalled and _still_intact(store, journalled[s.rel], s)}
+    if part is None:  # a whole pack owns OUT: shards outside the plan or not kept go
+        wanted = {s.rel for s in specs} | {s.rel[:-4] + ".idx" for s in specs}
+        for rel in store.list():
+            if rel.endswith((".tar", ".idx")) and (rel not in wanted or rel in journalled and rel not in kept):
+                store.delete(rel)
+    todo = [s for s in mine if s.rel not in kept]
+    result = PackResult({}, problems, 0.0, kept_shards=sum(1 for m in kept.values() if not m.get("empty")))
+
+    desc = "pack" if part is None else f"pack {part[0]}/{part[1]}"
+    bar = tqdm(total=sum(len(s.records) for s in todo), desc=desc, unit="clip", disable=not opts.progress)
+    jobs = [(r, opts.sample_rate, opts.codec, opts.channels) for s in todo for r in s.records]
+    stream = _encoded(jobs, opts.workers)
+    metas = list(kept.values())
+    try:
+        for spec in todo:
+            meta = _write_shard(store, collection, spec, stream, opts, result, bar)
+            store.append_line(journal, json.dumps(meta))
+            metas.append(meta)
+    except StoreError as e:
+        raise PackError(str(e)) from None
+    finally:
         bar.close()
         stream.close()
 
-    for shard in shards_meta:
-        problems.extend(Problem(**p) for p in shard.get("skipped", []))
-    manifest = build_manifest(collection, opts, shards_meta, problems)
-    atomic_write(out / MANIFEST, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
-    (out / JOURNAL).unlink(missing_ok=True)
-    result.manifest, result.problems = manifest, problems
+    metas.sort(key=lambda m: m["path"])
+    header = manifest_header(collection, opts)
+    if part is None:
+        all_problems = problems + shard_problems(metas)
+        manifest = assemble_manifest(header, metas, all_problems)
+        store.write_bytes(MANIFEST, manifest_bytes(manifest))  # last: the commit marker
+        store.delete(JOURNAL)
+        result.manifest, result.problems = manifest, all_problems
+    else:
+        doc = {"shardgen_part": PART_FORMAT, "part": part[0], "parts": part[1], "fingerprint": fp,
+               "plan": planning.digest(specs), "planned": [s.rel for s in mine], "header": header,
+               "problems": [p.to_json() for p in problems], "shards": metas}
+        store.write_bytes(part_name(*part), (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
+        store.delete(journal)
+        result.manifest = doc
+        result.problems = problems + shard_problems(metas)
     result.seconds = time.perf_counter() - t0
     return result
 
 
-def _write_group(out, collection, split, fold, recs, number, stream, opts, result, journal, bar) -> list[dict]:
+def _write_shard(store: Store, collection: Collection, spec: planning.ShardSpec, stream, opts: PackOptions,
+                 result: PackResult, bar) -> dict[str, Any]:
     c = len(collection.classes)
-    metas: list[dict[str, Any]] = []
-    shard: _Shard | None = None
-
-    def new_shard(n: int) -> _Shard:
-        rel = f"{split}/{shard_group(fold)}-{n:06d}.tar"
-        return _Shard(out / rel, rel, split, fold, shard_group(fold), c)
-
-    def close(s: _Shard) -> None:
-        meta = s.finish()
-        journal.write(json.dumps(meta) + "\n")
-        journal.flush()
-        os.fsync(journal.fileno())
-        metas.append(meta)
-
+    shard = _Shard(store, spec, c)
     try:
-        for record in recs:
+        for record in spec.records:
             enc = next(stream)
             bar.update(1)
+            shard.consumed += 1
             if isinstance(enc, Problem):
                 if opts.on_error == "raise":
                     raise PackError(str(enc))
-                shard = shard or new_shard(number)
                 shard.skipped.append(enc)
-                shard.consumed += 1
                 continue
-            members = sample_members(record, enc, collection.multi_label, c)
-            size = sample_bytes(members)
-            if shard is not None and shard.samples and (
-                shard.bytes_est + size > opts.max_shard_bytes
-                or (opts.max_shard_samples and shard.samples >= opts.max_shard_samples)
-            ):
-                close(shard)
-                number += 1
-                shard = None
-            shard = shard or new_shard(number)
-            shard.add(members, record, enc.duration)
-            shard.consumed += 1
+            shard.add(sample_members(record, enc, collection.multi_label, c), record, enc.duration)
             result.encoded_bytes += len(enc.data)
             result.encoded_clips += 1
-        if shard is not None and shard.samples == 0:  # every record of the group failed
-            result.problems.extend(shard.skipped)
+        if shard.samples == 0:  # every record of the shard failed: no file, the plan keeps its number
             shard.abort()
-        elif shard is not None:
-            close(shard)
-        shard = None
-    finally:
-        if shard is not None:
-            shard.abort()
-    return metas
+            return {"path": spec.rel, "empty": True, "skipped": [p.to_json() for p in shard.skipped],
+                    "keys_sha256": keys_sha256(spec)}
+        meta = shard.finish()
+        result.shards_written += 1
+        return meta
+    except BaseException:
+        shard.abort()
+        raise
 
 
-def build_manifest(collection: Collection, opts: PackOptions, shards: list[dict[str, Any]],
-                   problems: list[Problem]) -> dict[str, Any]:
-    c = len(collection.classes)
+def shard_problems(metas: list[dict[str, Any]]) -> list[Problem]:
+    return [Problem(**p) for m in sorted(metas, key=lambda m: m["path"]) for p in m.get("skipped", [])]
+
+
+def manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    return (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
+
+
+def manifest_header(collection: Collection, opts: PackOptions) -> dict[str, Any]:
+    """Everything of dataset.json that does not depend on the shards."""
+    groups: dict[str, set[str]] = {}
+    for r in collection.records:
+        groups.setdefault(r.split, set()).add(r.group)
+    return {
+        "format_version": FORMAT_VERSION,
+        "name": collection.name,
+        "created_by": f"shardgen {__version__}",
+        "sample_rate": opts.sample_rate,
+        "channels": opts.channels,
+        "codec": opts.codec,
+        "classes": list(collection.classes),
+        "num_classes": len(collection.classes),
+        "multi_label": collection.multi_label,
+        "recipe": collection.info,
+        "groups": {k: len(v) for k, v in sorted(groups.items())},
+        "feature_stats": None,
+    }
+
+
+def assemble_manifest(header: dict[str, Any], shards: list[dict[str, Any]], problems: list[Problem]) -> dict[str, Any]:
+    """dataset.json from its header, the shard metas (any order) and the problems met."""
+    c = header["num_classes"]
+    shards = [s for s in shards if not s.get("empty")]
     splits: dict[str, dict[str, Any]] = {}
     for s in sorted(shards, key=lambda s: s["path"]):
         sp = splits.setdefault(s["split"], {"samples": 0, "bytes": 0, "duration": 0.0,
@@ -434,25 +533,16 @@ def build_manifest(collection: Collection, opts: PackOptions, shards: list[dict[
         sp["class_counts"] = [a + b for a, b in zip(sp["class_counts"], s["class_counts"])]
         if s["fold"] is not None and s["fold"] not in sp["folds"]:
             sp["folds"].append(s["fold"])
-        sp["shards"].append({k: v for k, v in s.items() if k not in ("consumed", "skipped")})
-    groups: dict[str, set[str]] = {}
-    for r in collection.records:
-        groups.setdefault(r.split, set()).add(r.group)
-    folds = sorted({s["fold"] for s in shards if s["fold"] is not None})
-    return {
-        "format_version": FORMAT_VERSION,
-        "name": collection.name,
-        "created_by": f"shardgen {__version__}",
-        "sample_rate": opts.sample_rate,
-        "channels": opts.channels,
-        "codec": opts.codec,
-        "classes": list(collection.classes),
-        "num_classes": c,
-        "multi_label": collection.multi_label,
-        "recipe": collection.info,
+        sp["shards"].append({k: v for k, v in s.items() if k not in _META_ONLY})
+    manifest = dict(header)
+    manifest.update({
         "splits": splits,
-        "folds": folds,
-        "groups": {k: len(v) for k, v in sorted(groups.items())},
+        "folds": sorted({s["fold"] for s in shards if s["fold"] is not None}),
         "skipped": [p.to_json() for p in problems],
-        "feature_stats": None,
-    }
+    })
+    return manifest
+
+
+def build_manifest(collection: Collection, opts: PackOptions, shards: list[dict[str, Any]],
+                   problems: list[Problem]) -> dict[str, Any]:
+    return assemble_manifest(manifest_header(collection, opts), shards, problems)
