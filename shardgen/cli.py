@@ -38,7 +38,7 @@ def _parser(recipe: str | None = None) -> argparse.ArgumentParser:
                                "  shardgen pack --recipe folder my_classes/ out/ --codec wav --max-shard-samples 500\n"
                                "  shardgen pack --recipe esc50 ESC-50-master/ out/ --resume\n"
                                "  shardgen pack --recipe esc50 ESC-50-master/ s3://bucket/esc50 --workers 8\n"
-                               "  shardgen pack --recipe esc50 ESC-50-master/ gs://bucket/esc50 --part 3/8   # 8 jobs, then merge\n"
+                               "  shardgen pack --recipe esc50 ESC-50-master/ s3://bucket/esc50 --part 3/8   # 8 jobs, then merge\n"
                                "  shardgen pack --recipe esc50 ESC-50-master/ out/ --engine dask --workers 4 --parts 8\n"
                                "  shardgen pack --recipe esc50 ESC-50-master/ out/ --engine dask --scheduler tcp://head:8786\n"
                                "Slurm: shardgen/slurm/pack_array.sbatch (one array task per --part, then one merge job)\n"

@@ -131,6 +131,17 @@ def test_cli_parts_and_merge(demo_src: Path, plain: Path, tmp_path: Path, capsys
     assert "no part manifest" in capsys.readouterr().err
 
 
+def test_pack_part_next_to_a_recipe_part_option() -> None:
+    """fsd50k's own --part (dev|eval) wins that name; --pack-part, which the Slurm script passes, stays ours."""
+    from shardgen.cli import _parser
+
+    args = _parser("fsd50k").parse_args(["pack", "--recipe", "fsd50k", "src", "out", "--part", "dev",
+                                         "--pack-part", "2/3"])
+    assert (args.part, args.pack_part) == ("dev", (2, 3))
+    script = (ROOT / "shardgen" / "slurm" / "pack_array.sbatch").read_text()
+    assert '--pack-part "${SLURM_ARRAY_TASK_ID}/${PARTS}"' in script
+
+
 def test_slurm_array_script(demo_src: Path, plain: Path, tmp_path: Path) -> None:
     """The documented Slurm script, run as the array tasks and the merge job would run it."""
     script = ROOT / "shardgen" / "slurm" / "pack_array.sbatch"
