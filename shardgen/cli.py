@@ -131,7 +131,11 @@ def _parser(recipe: str | None = None) -> argparse.ArgumentParser:
     mg.add_argument("manifests", nargs="*", help="part manifests (default: every OUT/.parts/part-*.json)")
     mg.add_argument("--keep-parts", action="store_true", help="keep OUT/.parts after merging")
 
-    sub.add_parser("recipes", help="list recipes and their expected layouts")
+    sub.add_parser("recipes", help="list recipes and their expected layouts",
+                   description="List every dataset recipe with the layout it expects (one line each).",
+                   epilog="examples:\n  shardgen recipes\n"
+                          "  shardgen pack --recipe esc50 --help      # one recipe's layout and options\n",
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
     return p
 
 

@@ -13,10 +13,32 @@ from shardgen.cli import main
 from shardgen.writer import MANIFEST
 
 
-@pytest.mark.parametrize("cmd", [[], ["pack"], ["verify"], ["stats"], ["synth"]])
+def _subcommands() -> list[str]:
+    """Every sub-command the parser has, so that a new one without examples fails the test below."""
+    import argparse
+
+    from shardgen.cli import _parser
+
+    acts = [a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return sorted(acts[0].choices)
+
+
+def test_the_subcommands_are_found() -> None:
+    assert {"pack", "merge", "verify", "stats", "synth", "recipes"} <= set(_subcommands())
+
+
+@pytest.mark.parametrize("cmd", [[]] + [[c] for c in _subcommands()])
 def test_help_has_examples(cmd: list[str]) -> None:
     out = subprocess.run([sys.executable, "-m", "shardgen.cli", *cmd, "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "example" in out.stdout
+    # an example is a command line of this very sub-command, not only the word
+    assert any(line.strip().startswith(" ".join(["shardgen", *cmd])) for line in out.stdout.splitlines()
+               if "example" not in line), out.stdout
+
+
+def test_demo_help_has_an_example() -> None:
+    out = subprocess.run([sys.executable, "-m", "wds_audio.demo", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "python -m wds_audio.demo data/demo" in out.stdout
 
 
 def test_recipe_help_shows_layout() -> None:
