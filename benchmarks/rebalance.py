@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -310,7 +311,13 @@ def main() -> None:
     p.add_argument("--before-stage", type=Path, help="an older reservoir.py to run as 'before' (--short-streams)")
     p.add_argument("--sizes", default="1000,10000,100000", help="set sizes for --short-streams")
     p.add_argument("--seeds", type=int, default=3, help="epochs (seeds) per set for --short-streams")
+    p.add_argument("--classes", action="store_true",
+                   help="issue 21's 735 real recordings only: the class histogram, natural vs target vs reached "
+                        "(results/rebalance-classes.{md,png})")
     args = p.parse_args()
+    if args.classes:
+        classes_report(args)
+        return
     if args.short_streams:
         short_streams(args)
         return
@@ -534,8 +541,11 @@ def real_735(shared: Path, work: Path, seeds: int) -> list[dict] | None:
         emitted = sum(b.targets.sum(0).numpy() for b in loader)
         labels = np.repeat(np.arange(7), c.astype(int))
         drawn = wrs([np.array([x]) for x in labels], int(emitted.sum()), c, 0.0, seed)
-        rows.append({"ours": tv(emitted), "wrs": tv(np.bincount(labels[drawn], minlength=7).astype(float)),
-                     "natural": tv(c), "n_out": int(emitted.sum())})
+        wrs_counts = np.bincount(labels[drawn], minlength=7).astype(float)
+        rows.append({"ours": tv(emitted), "wrs": tv(wrs_counts), "natural": tv(c), "n_out": int(emitted.sum()),
+                     "shares": {"natural": (c / c.sum()).tolist(), "target": q.tolist(),
+                                "ours": (emitted / emitted.sum()).tolist(),
+                                "WeightedRandomSampler": (wrs_counts / wrs_counts.sum()).tolist()}})
     return rows
 
 
@@ -584,6 +594,66 @@ def short_streams(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as work:
         real = real_735(args.shared, Path(work), args.seeds)
     write_streams_report(args, rows, real, [m for m, _, _ in stages], time.perf_counter() - t_start)
+
+
+def classes_report(args: argparse.Namespace) -> None:
+    """The 735-clip set's class shares over ``--seeds`` epochs: what the rebalance reached, class by class."""
+    import tempfile
+
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as work:
+        real = real_735(args.shared, Path(work), args.seeds)
+    if real is None:
+        sys.exit(f"{args.shared / 'audio-samples'}: recordings not found (pass --shared)")
+    kinds = ["natural", "target", "ours", "WeightedRandomSampler"]
+    mean = {k: np.mean([r["shares"][k] for r in real], axis=0) for k in kinds}
+    spread = {k: (np.min([r["shares"][k] for r in real], axis=0), np.max([r["shares"][k] for r in real], axis=0))
+              for k in ("ours", "WeightedRandomSampler")}
+    out_dir = args.out.parent
+    lines = ["# Rebalance, class by class: issue 21's 735 real recordings", "",
+             f"`benchmarks/rebalance.py --classes --seeds {args.seeds}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+             f"{time.perf_counter() - t_start:.0f} s wall, CPU only ({os.cpu_count()} CPUs). The set of "
+             "rebalance-streams.md (7 classes of 150 147 135 115 97 67 24 clips, packed by shardgen), read by "
+             "`wds_audio.loader(..., rebalance=Rebalance(\"uniform\"))` with its defaults (8 streams, batch 32), one "
+             "epoch per seed; WeightedRandomSampler: torch's offline sampler with inverse-count weights, as many "
+             "draws. Shares of the emitted labels, mean over seeds (min-max in brackets).", "",
+             "| class | clips | natural | target | ours | WeightedRandomSampler |", "|---|---|---|---|---|---|"]
+    clips = [150, 147, 135, 115, 97, 67, 24]
+    for i in range(7):
+        cells = [f"{mean['natural'][i]:.3f}", f"{mean['target'][i]:.3f}"]
+        cells += [f"{mean[k][i]:.3f} ({spread[k][0][i]:.3f}-{spread[k][1][i]:.3f})" for k in ("ours", "WeightedRandomSampler")]
+        lines.append(f"| c{i} | {clips[i]} | " + " | ".join(cells) + " |")
+    tv = {k: float(np.mean([r[k] for r in real])) for k in ("natural", "ours", "wrs")}
+    lines += ["", f"TV to uniform, mean over seeds: natural {tv['natural']:.3f}, ours {tv['ours']:.3f}, "
+              f"WeightedRandomSampler {tv['wrs']:.3f}.", "",
+              f"The rarest class stays below its share by design: {min(clips)} clips would each have to be emitted "
+              f"{real[0]['n_out'] / 7 / min(clips):.1f} times in an epoch of {real[0]['n_out']} to reach 1/7, and "
+              f"`max_reuse` (default 4) bounds a clip's repeats; the offline sampler has no such bound, so it "
+              f"repeats rare clips more and misses elsewhere (its spread is the wider one).", "",
+              "![class shares](rebalance-classes.png)", ""]
+    (out_dir / "rebalance-classes.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4))
+    x = np.arange(7)
+    w = 0.2
+    for j, k in enumerate(kinds):
+        err = None
+        if k in spread:
+            err = [mean[k] - spread[k][0], spread[k][1] - mean[k]]
+        ax.bar(x + (j - 1.5) * w, mean[k], w, yerr=err, label=k, capsize=2)
+    ax.set_xticks(x, [f"c{i}\n{n} clips" for i, n in enumerate(clips)])
+    ax.set_ylabel("share of emitted labels")
+    ax.set_title(f"Rebalance(\"uniform\") on 735 real recordings, {args.seeds} epochs (min-max bars)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / "rebalance-classes.png", dpi=110)
+    plt.close(fig)
 
 
 def write_streams_report(args: argparse.Namespace, rows: list[dict], real: list[dict] | None, methods: list[str],
