@@ -36,6 +36,7 @@ def _parser(recipe: str | None = None) -> argparse.ArgumentParser:
                         conflict_handler="resolve",
                         epilog="examples:\n  shardgen pack --recipe csv data/demo-src data/demo --workers 2\n"
                                "  shardgen pack --recipe folder my_classes/ out/ --codec wav --max-shard-samples 500\n"
+                               "  shardgen pack --recipe csv data/demo-src data/demo --plot pack.png   # shard sizes, classes by split\n"
                                "  shardgen pack --recipe esc50 ESC-50-master/ out/ --resume\n"
                                "  shardgen pack --recipe esc50 ESC-50-master/ s3://bucket/esc50 --workers 8\n"
                                "  shardgen pack --recipe esc50 ESC-50-master/ s3://bucket/esc50 --part 3/8   # 8 jobs, then merge\n"
@@ -58,6 +59,8 @@ def _parser(recipe: str | None = None) -> argparse.ArgumentParser:
     pk.add_argument("--resume", action="store_true", help="keep complete shards of an interrupted pack, redo the rest")
     pk.add_argument("--overwrite", action="store_true", help="replace an existing pack in OUT")
     pk.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pk.add_argument("--plot", type=Path, metavar="PNG",
+                    help="write a PNG of the shard sizes and the class counts by split (with --part: pass it to merge)")
     pk.add_argument("--part", "--pack-part", dest="pack_part", type=_part, default=None, metavar="I/N",
                     help="pack only part I of N (1-based, whole shards, round-robin); then `shardgen merge OUT` "
                          "(--pack-part with recipes that have a --part option of their own)")
@@ -130,6 +133,7 @@ def _parser(recipe: str | None = None) -> argparse.ArgumentParser:
     mg.add_argument("out", help="the OUT every part was packed into (folder or bucket URL)")
     mg.add_argument("manifests", nargs="*", help="part manifests (default: every OUT/.parts/part-*.json)")
     mg.add_argument("--keep-parts", action="store_true", help="keep OUT/.parts after merging")
+    mg.add_argument("--plot", type=Path, metavar="PNG", help="write a PNG of the shard sizes and the class counts by split")
 
     sub.add_parser("recipes", help="list recipes and their expected layouts",
                    description="List every dataset recipe with the layout it expects (one line each).",
@@ -186,7 +190,16 @@ def cmd_merge(args: argparse.Namespace) -> int:
     clips = sum(sp["samples"] for sp in m["splits"].values())
     print(f"merged {m['name']!r}: {clips} clips in {shards} shards -> {args.out.rstrip('/')}/dataset.json"
           + (f" ({len(problems)} skipped input(s) listed there)" if problems else ""))
+    if args.plot:
+        _plot_pack(m, args.plot, None)
     return 0
+
+
+def _plot_pack(manifest: dict, path: Path, max_shard_bytes: int | None) -> None:
+    from .stats import plot_pack
+
+    plot_pack(manifest, path, max_shard_bytes)
+    print(f"shard sizes and class counts chart: {path}")
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
@@ -203,6 +216,8 @@ def cmd_pack(args: argparse.Namespace) -> int:
                            max_shard_bytes=args.max_shard_bytes, max_shard_samples=args.max_shard_samples,
                            workers=args.workers, on_error=on_error, resume=args.resume,
                            overwrite=args.overwrite, progress=not args.no_progress)
+        if args.plot and args.pack_part:
+            raise ValueError("--plot with --part: a part sees only its own shards; pass --plot to `shardgen merge`")
         if args.engine == "dask":
             if args.pack_part:
                 raise ValueError("--part and --engine dask exclude each other: the engine runs every part")
@@ -232,6 +247,8 @@ def cmd_pack(args: argparse.Namespace) -> int:
     if result.problems:
         print(f"skipped {len(result.problems)} input(s) (listed in dataset.json 'skipped'):")
         print(summarize(result.problems))
+    if args.plot:
+        _plot_pack(m, args.plot, args.max_shard_bytes)
     return 0
 
 

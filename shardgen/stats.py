@@ -48,14 +48,20 @@ def class_table(manifest: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot_classes(manifest: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError as e:
+        raise ImportError("--plot needs matplotlib: pip install 'wds-audio[plot]'") from e
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _class_bars(ax: Any, manifest: dict[str, Any]) -> None:
+    """Clips per class, one stacked bar segment per split."""
     names = manifest["classes"]
-    fig, ax = plt.subplots(figsize=(max(6, 0.3 * len(names)), 4))
     bottom = np.zeros(len(names))
     for split, sp in manifest["splits"].items():
         counts = np.array(sp["class_counts"])
@@ -63,8 +69,36 @@ def plot_classes(manifest: dict[str, Any], path: Path) -> None:
         bottom += counts
     ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
     ax.set_ylabel("clips")
-    ax.set_title(f"{manifest['name']}: clips per class")
-    ax.legend()
+    ax.set_title(f"{manifest['name']}: clips per class, by split")
+    ax.legend(fontsize=8)
+
+
+def plot_classes(manifest: dict[str, Any], path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6, 0.3 * len(manifest["classes"])), 4))
+    _class_bars(ax, manifest)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_pack(manifest: dict[str, Any], path: Path, max_shard_bytes: int | None = None) -> None:
+    """What ``shardgen pack --plot`` draws: the shard sizes by split (with the limit, when known) and
+    the class counts by split."""
+    plt = _pyplot()
+    names = manifest["classes"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(6 + max(6, 0.3 * len(names)), 4),
+                                      gridspec_kw={"width_ratios": [1, max(1.0, 0.05 * len(names))]})
+    sizes = {split: [s["bytes"] / 1e6 for s in sp["shards"]] for split, sp in manifest["splits"].items()}
+    left.hist([v for v in sizes.values()], bins=20, stacked=True, label=list(sizes))
+    if max_shard_bytes:
+        left.axvline(max_shard_bytes / 1e6, color="k", linestyle="--", label="--max-shard-bytes")
+    left.set_xlabel("shard size (MB)")
+    left.set_ylabel("shards")
+    n = sum(len(v) for v in sizes.values())
+    left.set_title(f"{n} shards, {sum(map(sum, sizes.values())):.0f} MB")
+    left.legend(fontsize=8)
+    _class_bars(right, manifest)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -225,3 +225,31 @@ def test_stats_max_clips_is_a_seeded_sample_across_all_shards(demo_shards: Path,
     assert json.loads((ds / MANIFEST).read_text())["feature_stats"]["mean"] == fs["mean"]
     assert main([*argv, "--seed", "6"]) == 0
     assert json.loads((ds / MANIFEST).read_text())["feature_stats"]["mean"] != fs["mean"]
+
+
+def _png(path: Path) -> np.ndarray:
+    import matplotlib.image
+
+    img = matplotlib.image.imread(path)
+    assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 400, img.shape
+    return img
+
+
+def test_pack_plot_draws_shard_sizes_and_classes(demo_src: Path, tmp_path: Path, capsys) -> None:
+    png = tmp_path / "pack.png"
+    assert main(["pack", "--recipe", "csv", str(demo_src), str(tmp_path / "out"), "--max-shard-samples", "16",
+                 "--no-progress", "--plot", str(png)]) == 0
+    assert f"chart: {png}" in capsys.readouterr().out
+    img = _png(png)
+    assert len(np.unique(img.reshape(-1, img.shape[2]), axis=0)) > 10  # bars and text, not a blank canvas
+
+
+def test_pack_plot_of_parts_goes_to_merge(demo_src: Path, tmp_path: Path, capsys) -> None:
+    out, png = tmp_path / "out", tmp_path / "merged.png"
+    argv = ["pack", "--recipe", "csv", str(demo_src), str(out), "--max-shard-samples", "16", "--no-progress"]
+    assert main([*argv, "--part", "1/2", "--plot", str(png)]) == 2
+    assert "--plot with --part" in capsys.readouterr().err and not png.exists()
+    for i in (1, 2):
+        assert main([*argv, "--part", f"{i}/2"]) == 0
+    assert main(["merge", str(out), "--plot", str(png)]) == 0
+    _png(png)
