@@ -92,3 +92,13 @@ def assert_logmel_close(errors: list[dict[str, float]], what: str) -> None:
     assert mean < MEAN_DB_TOL, f"{what}: mean |dB error| {mean:.2e} over {n} cells (definitions differ?)"
     assert loud < LOUD_DB_TOL, f"{what}: {loud:.2e} dB in a cell within {LOUD_DB:.0f} dB of its frame's loudest band"
     assert power < POWER_TOL, f"{what}: power error {power:.2e} of the frame's loudest band"
+
+
+def peak_hz(y: np.ndarray, sr: int) -> float:
+    """Frequency of the strongest spectral peak (Hann window, 8x zero padding, parabolic interpolation)."""
+    y = np.asarray(y, dtype=np.float64)
+    n = 8 * len(y)
+    spec = np.abs(np.fft.rfft(y * np.hanning(len(y)), n))
+    k = int(spec[1:-1].argmax()) + 1
+    a, b, c = np.log(spec[k - 1: k + 2])
+    return (k + 0.5 * (a - c) / (a - 2 * b + c)) * sr / n

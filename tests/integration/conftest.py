@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+import contextlib
+
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,20 +64,29 @@ class S3:
     local: Path  # the same files on local disk
 
 
-@pytest.fixture(scope="session")
-def s3(demo_shards: Path) -> Iterator[S3]:
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """A moto S3 server on 127.0.0.1, with the environment pointing at it (as s3_env): its endpoint."""
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in s3_env(endpoint).items():
-            mp.setenv(k, v)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for k, v in s3_env(endpoint).items():
+                mp.setenv(k, v)
+            yield endpoint
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(demo_shards: Path) -> Iterator[S3]:
+    with moto_server() as endpoint:
         _upload(demo_shards, BUCKET, "demo")
         yield S3(endpoint, BUCKET, f"s3://{BUCKET}/demo", demo_shards)
-    server.stop()
 
 
 def _upload(root: Path, bucket: str, prefix: str) -> None:

@@ -23,7 +23,7 @@ from shardgen.parts import MergeError, merge
 from shardgen.recipes import get
 from shardgen.writer import MANIFEST, PackError, PackOptions, pack
 
-from .conftest import s3_env
+from .conftest import moto_server
 from .s3proxy import S3FaultProxy
 
 pytestmark = pytest.mark.integration
@@ -35,20 +35,11 @@ SECRET = "SECRET-key-never-printed-1234"
 
 @pytest.fixture(scope="module")
 def moto() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in s3_env(endpoint).items():
-            mp.setenv(k, v)
+    with moto_server() as endpoint:
         import boto3
 
         boto3.client("s3").create_bucket(Bucket=BUCKET)
         yield endpoint
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import torch
 import torchaudio.functional as AF
 
 from tests.conftest import write_tone
+from tests.float64 import peak_hz
 from wds_audio.signal.augment.bandpass import Bandpass
 from wds_audio.signal.augment.base import valid_mask
 from wds_audio.signal.augment.gain import Gain
@@ -47,16 +48,6 @@ def batch_of(clips: list[torch.Tensor], size: int) -> tuple[torch.Tensor, torch.
     for i, c in enumerate(clips):
         x[i, : lengths[i]] = c[: lengths[i]]
     return x, lengths
-
-
-def peak_hz(y: np.ndarray, sr: int = SR) -> float:
-    """Frequency of the strongest spectral peak (Hann window, 8x zero padding, parabolic interpolation)."""
-    y = np.asarray(y, dtype=np.float64)
-    n = 8 * len(y)
-    spec = np.abs(np.fft.rfft(y * np.hanning(len(y)), n))
-    k = int(spec[1:-1].argmax()) + 1
-    a, b, c = np.log(spec[k - 1: k + 2])
-    return (k + 0.5 * (a - c) / (a - 2 * b + c)) * sr / n
 
 
 def tone(freq: float, seconds: float = 1.0, amplitude: float = 0.5) -> torch.Tensor:
@@ -277,7 +268,7 @@ def test_speed_perturb_matches_soxr_and_updates_lengths(device: str) -> None:
         reference = soxr.resample(x[i, : lengths[i]].numpy(), rate, 1.0, quality="VHQ")  # rate x faster
         m = min(n, len(reference))
         np.testing.assert_allclose(y[i, 200: m - 200].numpy(), reference[200: m - 200], atol=2e-3)
-        assert abs(cents(peak_hz(y[i, :n].numpy()), 440.0 * rate)) < 0.5
+        assert abs(cents(peak_hz(y[i, :n].numpy(), SR), 440.0 * rate)) < 0.5
 
 
 def test_speed_identity_rate_and_lengths_cap() -> None:
@@ -323,7 +314,7 @@ def test_pitch_shift_moves_the_frequency_and_keeps_duration(device: str) -> None
     assert torch.equal(out_lengths.cpu(), lengths)
     for i, s in enumerate(semitones):
         n = int(lengths[i])
-        assert abs(cents(peak_hz(y[i, 1000: n - 1000].numpy()), 440.0 * 2 ** (s / 12))) < 2.0
+        assert abs(cents(peak_hz(y[i, 1000: n - 1000].numpy(), SR), 440.0 * 2 ** (s / 12))) < 2.0
         quarters = y[i, :n].reshape(4, -1).square().mean(1)
         assert float(quarters.min() / quarters.max()) > 0.7  # the tone fills the whole clip: duration kept
         assert not y[i, n:].any()

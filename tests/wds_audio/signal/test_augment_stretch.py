@@ -10,6 +10,7 @@ import scipy.stats
 import torch
 import torchaudio
 
+from tests.float64 import peak_hz
 from wds_audio.signal.augment.stretch import TimeStretch
 
 pytestmark = pytest.mark.numeric  # float tolerances: also run by `make test-isa`
@@ -24,16 +25,6 @@ DEVICES = ["cpu", CUDA]
 def tone(freq: float, seconds: float = 1.0, amplitude: float = 0.5) -> torch.Tensor:
     t = torch.arange(int(seconds * SR), dtype=torch.float64) / SR
     return (amplitude * torch.sin(2 * math.pi * freq * t)).float()
-
-
-def peak_hz(y: np.ndarray, sr: int = SR) -> float:
-    """Frequency of the strongest spectral peak (Hann window, 8x zero padding, parabolic interpolation)."""
-    y = np.asarray(y, dtype=np.float64)
-    n = 8 * len(y)
-    spec = np.abs(np.fft.rfft(y * np.hanning(len(y)), n))
-    k = int(spec[1:-1].argmax()) + 1
-    a, b, c = np.log(spec[k - 1: k + 2])
-    return (k + 0.5 * (a - c) / (a - 2 * b + c)) * sr / n
 
 
 def stretched_length(n: int, rate: float, size: int) -> int:
@@ -166,7 +157,7 @@ def test_pitch_is_kept_and_the_tone_fills_the_new_duration(device: str) -> None:
     for i, (rate, freq) in enumerate(zip(rates, freqs)):
         n = int(out_lengths[i])
         assert n == round(SR / 2 / rate)
-        measured = peak_hz(y[i, 500: n - 500].numpy())
+        measured = peak_hz(y[i, 500: n - 500].numpy(), SR)
         assert abs(measured - freq) < SR / N_FFT
         assert abs(measured - freq) < 0.5  # in fact far tighter than one bin
         quarters = y[i, :n - n % 4].reshape(4, -1).square().mean(1)
