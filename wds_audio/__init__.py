@@ -31,6 +31,7 @@ _LAZY = {
     "Batch": "pipeline.batch", "Rebalance": "pipeline.rebalance", "SourceOptions": "io.options",
     "SourceError": "io.options", "Frontend": "device.frontend", "noise_bank": "device.frontend",
     "select_stats": "device.stats",
+    "class_weights": "pipeline.class_weights", "class_counts": "pipeline.class_weights",
     "LogMel": "signal.features", "MFCC": "signal.features", "Resample": "signal.resample",
     **{name: "signal.augment" for name in ("Gain", "NoiseMix", "Reverb", "Bandpass", "SpeedPerturb", "PitchShift",
                                             "SpecAugment", "Mixup", "synthetic_rirs",
