@@ -99,8 +99,41 @@ def collate(samples: list[Sample], window: int | None) -> Batch:
 
 
 def batches(samples: Iterator[Sample], batch_size: int, count: int, window: int | None) -> Iterator[Batch]:
+    """``count`` batches of ``batch_size`` samples. Nothing of a batch stays referenced here while
+    it is handed on: a stream's generator is suspended until the stream's next batch (with 8
+    streams on 2 workers, 4 batches of a worker's time), and its last batch and samples would stay
+    alive all that time (measured: 57 MB per stream, 64 x 5 s at 32 kHz plus the features)."""
     for _ in range(count):
-        chunk = [s for _, s in zip(range(batch_size), samples)]
-        if len(chunk) < batch_size:
-            raise RuntimeError(f"stream ended after {len(chunk)} of {batch_size} samples of a planned batch")
-        yield collate(chunk, window)
+        yield (_streamed(samples, batch_size, window) if window else _collated(samples, batch_size, None))
+
+
+def _collated(samples: Iterator[Sample], batch_size: int, window: int | None) -> Batch:
+    chunk = [s for _, s in zip(range(batch_size), samples)]
+    if len(chunk) < batch_size:
+        raise RuntimeError(f"stream ended after {len(chunk)} of {batch_size} samples of a planned batch")
+    return collate(chunk, window)
+
+
+def _streamed(samples: Iterator[Sample], batch_size: int, window: int) -> Batch:
+    """:func:`collate` of the next ``batch_size`` samples, each written into the batch as it comes
+    (with a fixed ``window`` the batch's shape is known before its samples): a sample's audio is
+    freed at once instead of all of them being held until the last arrives (41 MB for 64 x 5 s
+    at 32 kHz). The same batch as collate's."""
+    audio: np.ndarray | None = None
+    lengths: list[int] = []
+    rest: list[tuple[str, bool, str, np.ndarray]] = []
+    for i, s in zip(range(batch_size), samples):
+        x = s["audio"]
+        if audio is None:
+            audio = np.zeros((batch_size, window), dtype=x.dtype)
+        n = min(len(x), window)
+        audio[i, :n] = x[:n]
+        lengths.append(n)
+        rest.append((s["key"], s["valid"], s.get("repeat", "0"), s["labels"]))
+        del s, x
+    if len(rest) < batch_size:
+        raise RuntimeError(f"stream ended after {len(rest)} of {batch_size} samples of a planned batch")
+    keys, valid, repeats, labels = zip(*rest)
+    return Batch(audio=torch.from_numpy(audio), lengths=torch.tensor(lengths, dtype=torch.int64),
+                 targets=torch.from_numpy(np.stack(labels).astype(np.float32)), keys=list(keys),
+                 valid=torch.tensor(valid, dtype=torch.bool), repeats=list(repeats))

@@ -113,15 +113,18 @@ def run_streams(cfg: LoaderConfig, catalog: Catalog, plan: EpochPlan, streams: l
         for rnd in range(max((sp.batches for sp in plan.streams), default=0)):
             for s in streams:
                 if counts[s] == rnd and rnd < plan.streams[s].batches:
-                    b = next(gens[s])
-                    b.index = rnd * k + s
                     counts[s] += 1
-                    yield b
+                    yield _numbered(next(gens[s]), rnd * k + s)  # not held here once handed on (see batch.batches)
                     if fetched is not None and opened.queue is not None and opened.queue.all_started():
                         fetched()
                         fetched = None
     finally:
         opened.close()
+
+
+def _numbered(b: Batch, index: int) -> Batch:
+    b.index = index
+    return b
 
 
 def _first_made(begin: EpochStart, queue: FetchQueue | None) -> None:
@@ -233,9 +236,7 @@ def _in_slots(batches: Iterator[Batch], slots: list[int]) -> Iterator[Batch | No
         if i < 0:
             yield None
             continue
-        b = next(batches)
-        assert b.index == i, (b.index, i)  # run_streams hands out a worker's batches in the epoch's order
-        yield b
+        yield _checked(next(batches), i)
     for _ in batches:  # pragma: no cover - the slots hold every batch
         raise AssertionError("a batch outside the worker's slots")
 
@@ -252,6 +253,11 @@ def _take_ahead(key: tuple[int, ...]) -> OpenStreams | None:
         return got[1]
     got[1].close()  # another epoch or start was asked for (set_epoch, load_state_dict)
     return None
+
+
+def _checked(b: Batch, index: int) -> Batch:
+    assert b.index == index, (b.index, index)  # run_streams hands out a worker's batches in the epoch's order
+    return b
 
 
 def _then(batches: Iterator[Batch], done: Callable[[], None]) -> Iterator[Batch]:
@@ -272,6 +278,14 @@ def _worker_init(worker_id: int) -> None:
     # Everything inherited from the parent (torch, the catalog, ...) lives as long as the worker:
     # frozen, it is no longer traversed by every collection the per-sample dicts set off.
     gc.freeze()
+
+
+def _receive(it: Iterator[Batch | None], pending: dict[int, Batch], index: int) -> None:
+    """Take batches from the DataLoader into ``pending`` until batch ``index`` is there."""
+    while index not in pending:
+        b = next(it)
+        if b is not None:  # None: a worker's empty turn (see worker_slots)
+            pending[b.index] = b
 
 
 class AudioLoader:
@@ -381,15 +395,11 @@ class AudioLoader:
         nxt = start
         while nxt < total:
             t_wait = time.perf_counter()
-            while nxt not in pending:
-                b = next(it)
-                if b is not None:  # None: a worker's empty turn (see worker_slots)
-                    pending[b.index] = b
-            batch = pending.pop(nxt)
-            self._metrics.batch(batch, time.perf_counter() - t_wait)
+            _receive(it, pending, nxt)
+            self._metrics.batch(pending[nxt], time.perf_counter() - t_wait)
             nxt += 1
             self.start = nxt
-            yield batch
+            yield pending.pop(nxt - 1)  # not held here while the trainer works on it
         self.epoch, self.start = epoch + 1, 0
 
     def metrics(self) -> dict[str, Any]:

@@ -250,7 +250,9 @@ def _stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, epoch
     window = shaper.window if (cfg.training or cfg.eval_crop == "center") else None
     if cfg.frontend is not None:
         cfg.frontend.set_epoch(epoch)
-    for n, b in enumerate(batches(samples, cfg.batch_size, plan.batches - skip_batches, window)):
+
+    def finish(b: Batch, n: int) -> Batch:
+        nonlocal on_first
         b.training = cfg.training  # an evaluation batch is never augmented, by the Frontend here or later
         if cfg.frontend is not None:
             with torch.no_grad(), cpu_width(first() if n == 0 else 1):
@@ -264,4 +266,9 @@ def _stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, epoch
         b.stats["source"] = source_delta.take(reader.metrics)
         if stage is not None:
             b.stats["rebalance"] = (plan.stream, stage.stats())
-        yield b
+        return b
+
+    made = batches(samples, cfg.batch_size, plan.batches - skip_batches, window)
+    for n in range(plan.batches - skip_batches):
+        # no name here holds the batch while this generator waits for the stream's next turn (see batches)
+        yield finish(next(made), n)

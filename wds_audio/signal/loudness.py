@@ -18,7 +18,6 @@ import math
 from functools import lru_cache
 
 import numpy as np
-from scipy.signal import lfilter
 
 MODES = ("peak", "rms", "lufs")
 
@@ -50,6 +49,10 @@ def integrated_loudness(x: np.ndarray, sample_rate: int) -> float:
     """BS.1770-4 integrated loudness in LUFS of a mono (T,) or multichannel (T, C) signal."""
     x = np.asarray(x, dtype=np.float64)
     x = x[:, None] if x.ndim == 1 else x
+    # imported here: scipy.signal is 66 MB and 0.5 s of imports, which every loader (its config
+    # imports MODES) and each of its workers would otherwise carry without ever measuring LUFS
+    from scipy.signal import lfilter
+
     (b1, a1), (b2, a2) = k_weighting(sample_rate)
     y = lfilter(b2, a2, lfilter(b1, a1, x, axis=0), axis=0)
     block, hop = int(round(0.4 * sample_rate)), int(round(0.1 * sample_rate))

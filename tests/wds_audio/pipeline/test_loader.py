@@ -423,6 +423,22 @@ def test_a_peek_does_not_shorten_the_epoch(demo_shards: Path) -> None:
     assert [b.keys for b in loader] == full
 
 
+@pytest.mark.parametrize("clip_seconds", [1.0, None])
+def test_no_stage_holds_a_batch_once_handed_on(demo_shards: Path, clip_seconds: float | None) -> None:
+    """A batch dropped by the trainer is freed at once: no stream generator, waiting for its next
+    turn, keeps its last batch (or that batch's audio) alive (8 streams kept 8 batches before)."""
+    import weakref
+
+    loader = _load(demo_shards, clip_seconds=clip_seconds, training=clip_seconds is not None)
+    it, seen = iter(loader), 0
+    for b in it:
+        refs = [weakref.ref(b), weakref.ref(b.audio)]
+        del b
+        assert [r() for r in refs] == [None, None]
+        seen += 1
+    assert seen == len(loader)
+
+
 @pytest.mark.parametrize("workers,threads", [(0, 3), (1, 3), (2, 2)])
 def test_decode_threads_do_not_change_batches_even_with_bad_clips(damaged, workers: int, threads: int) -> None:
     """Samples shaped on threads come back in order: same batches, same fill-ins, same counts."""
