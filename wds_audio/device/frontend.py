@@ -147,7 +147,8 @@ class Frontend(nn.Module):
         mask = frame_mask(lengths, self.hop_length, feats.shape[-1])
         feats = self._standardize(feats, mask)
         if augment and self.specaugment is not None:
-            feats, _ = self.specaugment(feats, flen, keys, self.epoch)
+            # the features are this call's own: on a CPU the masks go straight into them (no copy)
+            feats, _ = self.specaugment(feats, flen, keys, self.epoch, inplace=True)
         if augment and self.mixup is not None and targets is not None:
             feats, targets, _ = self.mixup(feats, targets.to(feats.device), flen, keys, self.epoch)
         return feats if targets is None else (feats, targets)

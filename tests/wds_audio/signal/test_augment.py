@@ -391,6 +391,30 @@ def test_specaugment_mean_mask_value() -> None:
         torch.testing.assert_close(y[b][cells[b]], mean.expand(int(cells[b].sum())))
 
 
+@pytest.mark.parametrize("mask_value", [0.0, -3.5, "mean"])
+def test_specaugment_cpu_blocks_equal_the_batched_masks(mask_value: float | str) -> None:
+    """The CPU path (a block per mask) sets exactly the cells of masks() to exactly the batched
+    path's values; in place it writes into the given tensor, otherwise it leaves it alone."""
+    keys = [f"clip{i}" for i in range(16)]
+    x = torch.randn(16, 64, 120)
+    lengths = torch.tensor([120, 0, 1, 7, 119, 60, 120, 3, 40, 120, 2, 90, 120, 120, 33, 5])
+    sa = SpecAugment(time_masks=3, time_width=30, freq_masks=2, freq_width=20, mask_value=mask_value, p=0.7, seed=4)
+    params = sa.randomize_parameters(x, keys, epoch=1)
+    assert 0 < int(params["apply"].sum()) < 16
+    cells = sa.masks(params, lengths, 64, 120)
+    if mask_value == "mean":
+        valid = valid_mask(lengths, 120)[:, None, :]
+        value = ((x * valid).sum((1, 2)) / (lengths * 64).clamp_min(1).to(x.dtype))[:, None, None]
+    else:
+        value = torch.tensor(float(mask_value))
+    want = torch.where(cells, value, x)
+    before = x.clone()
+    got = sa.apply_transform(x, params, lengths)[0]
+    assert torch.equal(got, want) and torch.equal(x, before)
+    same, _ = sa(x, lengths, keys, 1, inplace=True)
+    assert same is x and torch.equal(x, want)
+
+
 # ------------------------------------------------------------------------------------------------ mixup
 
 @pytest.mark.parametrize("device", DEVICES)

