@@ -9,6 +9,7 @@ Examples::
     shardgen pack --recipe esc50 ESC-50-master/ s3://bucket/esc50 --engine dask --scheduler tcp://head:8786 --parts 64
     shardgen verify data/demo
     shardgen stats data/demo --plot classes.png
+    shardgen features data/demo data/demo-mel --n-mels 64 --hop-length 160
     shardgen recipes
 """
 from __future__ import annotations
@@ -117,6 +118,40 @@ def _parser(recipe: str | None = None) -> argparse.ArgumentParser:
     st.add_argument("--max-clips", type=int, default=None,
                     help="use a random sample of this many clips across all shards (default: every clip)")
     st.add_argument("--seed", type=int, default=0, help="seed of the --max-clips sample (default 0)")
+
+    ft = sub.add_parser("features", help="cache fp16 log-mels: DATASET -> OUT with a <key>.logmel.npy per sample",
+                        description="Decode every clip of DATASET once, compute its log-mel with the Frontend's own\n"
+                                    "LogMel (float32, whole clip), store it as float16 <key>.logmel.npy (n_mels x frames)\n"
+                                    "in shards with the same names, keys and members, and record the settings in\n"
+                                    "OUT/dataset.json (written last). Read it with\n"
+                                    "wds_audio.loader(OUT, ..., features=\"cached\"): no audio is decoded.",
+                        epilog="examples:\n  shardgen features data/demo data/demo-mel --n-mels 64 --hop-length 160\n"
+                               "  shardgen features data/esc50 data/esc50-mel --sample-rate 32000 --n-mels 128 "
+                               "--n-fft 1024 --hop-length 320\n"
+                               "  shardgen features data/esc50 data/esc50-mel --drop-audio --splits train valid\n"
+                               "  shardgen features data/esc50 data/esc50-mel --overwrite --threads 4\n"
+                               "the options must be those of the Frontend that will read the features (it checks them)",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ft.add_argument("dataset", help="a packed dataset (folder or URL holding dataset.json)")
+    ft.add_argument("out", help="output folder, or bucket prefix s3://…, gs://…")
+    ft.add_argument("--features", choices=["logmel"], default="logmel",
+                    help="feature kind (MFCC is not cacheable: its per-clip top_db floor depends on the crop)")
+    ft.add_argument("--sample-rate", type=int, default=None,
+                    help="rate the features are computed at (default: the dataset's); clips are resampled with soxr HQ "
+                         "as the loader does")
+    ft.add_argument("--n-mels", type=int, default=128)
+    ft.add_argument("--n-fft", type=int, default=1024)
+    ft.add_argument("--win-length", type=int, default=None, help="default: n_fft")
+    ft.add_argument("--hop-length", type=int, default=None, help="default: 10 ms")
+    ft.add_argument("--f-min", type=float, default=0.0)
+    ft.add_argument("--f-max", type=float, default=None, help="default: half the sample rate")
+    ft.add_argument("--mel-scale", choices=["htk", "slaney"], default="htk")
+    ft.add_argument("--drop-audio", action="store_true",
+                    help="leave the audio member out (smaller shards; only features=\"cached\" can read them then)")
+    ft.add_argument("--splits", nargs="+", default=None, metavar="SPLIT", help="only these splits (default: all)")
+    ft.add_argument("--threads", type=int, default=1, help="clips computed at once (output is identical)")
+    ft.add_argument("--overwrite", action="store_true", help="replace what OUT holds")
+    ft.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     sy = sub.add_parser("synth", help="write the embedded demo dataset (csv recipe layout)",
                         epilog="example:\n  shardgen synth data/demo-src --seed 0 --num-clips 2000",
@@ -252,6 +287,24 @@ def cmd_pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_features(args: argparse.Namespace) -> int:
+    from .features import FeatureOptions, make_features, summary
+    from .writer import PackError
+
+    try:
+        opts = FeatureOptions(kind=args.features, sample_rate=args.sample_rate, n_fft=args.n_fft,
+                              win_length=args.win_length, hop_length=args.hop_length, n_mels=args.n_mels,
+                              f_min=args.f_min, f_max=args.f_max, mel_scale=args.mel_scale,
+                              keep_audio=not args.drop_audio, splits=args.splits, overwrite=args.overwrite,
+                              threads=args.threads, progress=not args.no_progress)
+        result = make_features(args.dataset, args.out, opts)
+    except (PackError, ValueError) as e:
+        print(f"shardgen features: error: {e}", file=sys.stderr)
+        return 2
+    print(summary(result, args.out))
+    return 0
+
+
 def cmd_recipes() -> int:
     for name, module in recipes.available().items():
         print(f"{name:16s} {module.DESCRIPTION}")
@@ -285,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_pack(args)
     if args.command == "merge":
         return cmd_merge(args)
+    if args.command == "features":
+        return cmd_features(args)
     if args.command == "verify":
         from .verify import verify
         problems = verify(args.dataset, decode=not args.no_decode)

@@ -53,8 +53,11 @@ def check_sample(key: str, members: dict[str, bytes], manifest: dict[str, Any], 
     c = manifest["num_classes"]
     problems = []
     audio = [e for e in AUDIO_EXTS if e in members]
-    if not audio:
+    cached = manifest.get("features") or {}  # `shardgen features`: a feature member, the audio optional
+    if not audio and cached.get("member") not in members:
         problems.append("no audio member")
+    if cached:
+        problems += _check_features(members, cached)
     if "json" not in members:
         problems.append("no json member")
     if "labels" not in members:
@@ -84,6 +87,22 @@ def check_sample(key: str, members: dict[str, bytes], manifest: dict[str, Any], 
         except Exception as e:  # noqa: BLE001 - any decoder failure is a finding
             problems.append(f"audio does not decode ({e})")
     return problems
+
+
+def _check_features(members: dict[str, bytes], cached: dict[str, Any]) -> list[str]:
+    """Problems of a sample's cached feature member: present, a .npy of the dtype and mel bins dataset.json gives."""
+    name = cached["member"]
+    if name not in members:
+        return [f"no {name} member"]
+    try:
+        import numpy as np
+
+        x = np.load(io.BytesIO(members[name]), allow_pickle=False)
+    except Exception as e:  # noqa: BLE001 - any parse failure is a finding
+        return [f"{name} is not a .npy file ({e})"]
+    if str(x.dtype) != cached["dtype"] or x.ndim != 2 or x.shape[0] != cached["n_mels"]:
+        return [f"{name} is {x.dtype} {x.shape}, dataset.json says {cached['dtype']} ({cached['n_mels']}, frames)"]
+    return []
 
 
 def check_shard(base: str, shard: dict[str, Any], manifest: dict[str, Any], decode: bool) -> list[str]:

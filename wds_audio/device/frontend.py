@@ -9,6 +9,11 @@ given: see :mod:`wds_audio.device.stats`), SpecAugment and mixup
 (training only). Padding frames are zero after standardization. Runs on whatever device its
 input is on; ``frontend.train()`` / ``.eval()`` switch augmentation on and off.
 
+A batch of cached features (``loader(..., features="cached")``: ``batch.features`` fp16 log-mels,
+``batch.lengths`` in frames) skips everything up to the log-mel: it is checked against the cached
+settings (:meth:`Frontend.check_cached`; a Frontend with waveform augmentations is refused), then
+standardized, SpecAugmented and mixed up like the Frontend's own log-mels, in float32.
+
 Example:
     >>> import torch
     >>> fe = Frontend(sample_rate=16000, features="logmel", n_mels=64, specaugment=True).eval()
@@ -28,7 +33,7 @@ from ..signal.augment.mixup import Mixup
 from ..signal.augment.specaugment import SpecAugment
 from ..signal.features import MFCC, LogMel, frame_mask, frames_for
 from ..signal.resample import Resample
-from .stats import check_settings, is_recorded
+from .stats import _fmt, check_settings, is_recorded, recorded_settings, settings_mismatch
 
 FEATURES = ("logmel", "mfcc", None)
 STANDARDIZE = (None, "dataset", "utterance")
@@ -112,6 +117,23 @@ class Frontend(nn.Module):
         """Augmentation draws depend on (seed, epoch, key): call once per epoch, as for the loader."""
         self.epoch = epoch
 
+    def check_cached(self, cached: dict[str, Any]) -> None:
+        """Raise ``ValueError`` unless this Frontend can take features cached with the settings of
+        ``cached`` (dataset.json's ``features`` entry): every recorded setting the same (both values
+        named otherwise), and no waveform augmentation (named), which needs the audio."""
+        bad = settings_mismatch(cached, self.feature_settings())
+        if bad:
+            rec, mine = recorded_settings(cached), self.feature_settings()
+            raise ValueError(f"the cached features were computed with {_fmt({k: rec[k] for k in bad})}; this frontend "
+                             f"has {_fmt({k: mine[k] for k in bad})}. Build the Frontend with the cached settings "
+                             "(dataset.json 'features'), or compute features with these "
+                             "(`shardgen features DATASET OUT --n-mels ... --n-fft ... --hop-length ...`)")
+        if len(self.waveform_augment):
+            names = ", ".join(type(t).__name__ for t in self.waveform_augment)
+            raise ValueError(f"waveform augmentations cannot run on cached features: {names} (this frontend's "
+                             "augment=); leave them out (SpecAugment and Mixup still run), or load audio "
+                             "(features=None) to use them")
+
     def frame_lengths(self, lengths: torch.Tensor, num_frames: int) -> torch.Tensor:
         return frames_for(lengths, self.hop_length).clamp(max=num_frames)
 
@@ -124,8 +146,19 @@ class Frontend(nn.Module):
         """
         if isinstance(audio, Batch):
             b = audio
+            if getattr(b, "feature_settings", None):  # cached features (pipeline/cached.py): lengths in frames
+                self.check_cached(b.feature_settings)
+                return self._from_features(b.features, b.lengths, b.targets, b.draw_keys, self.training and b.training)
             return self._forward(b.audio, b.lengths, b.targets, b.draw_keys, self.training and b.training)
         return self._forward(audio, lengths, targets, keys, self.training)
+
+    def _from_features(self, feats: torch.Tensor, flen: torch.Tensor, targets: torch.Tensor | None,
+                       keys: Sequence[str], augment: bool) -> Any:
+        """Cached log-mels (B, n_mels, frames) and their lengths in frames -> what :meth:`_forward` returns."""
+        feats = feats.to(torch.float32, copy=True)  # ours: the stages after may work in place, never on the batch's
+        flen = flen.to(feats.device).clamp(max=feats.shape[-1])
+        mask = torch.arange(feats.shape[-1], device=feats.device)[None, :] < flen[:, None]
+        return self._after_features(feats, flen, mask, targets, keys, augment)
 
     def _forward(self, audio: torch.Tensor, lengths: torch.Tensor | None, targets: torch.Tensor | None,
                  keys: Sequence[str] | None, augment: bool) -> Any:
@@ -145,6 +178,11 @@ class Frontend(nn.Module):
         feats = self.features(x)
         flen = self.frame_lengths(lengths, feats.shape[-1])
         mask = frame_mask(lengths, self.hop_length, feats.shape[-1])
+        return self._after_features(feats, flen, mask, targets, keys, augment)
+
+    def _after_features(self, feats: torch.Tensor, flen: torch.Tensor, mask: torch.Tensor,
+                        targets: torch.Tensor | None, keys: Sequence[str], augment: bool) -> Any:
+        """Standardization, SpecAugment and Mixup: the feature-domain stages, for computed and cached features."""
         feats = self._standardize(feats, mask)
         if augment and self.specaugment is not None:
             # the features are this call's own: on a CPU the masks go straight into them (no copy)

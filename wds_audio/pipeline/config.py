@@ -14,6 +14,7 @@ from ..signal.loudness import MODES
 
 ON_ERROR = ("skip", "raise")
 EVAL_CROPS = ("full", "center")
+FEATURES = (None, "cached")
 
 
 @dataclass
@@ -39,6 +40,10 @@ class LoaderConfig:
         carry audio at that rate (``loader.audio_rate``); ``Frontend(input_sample_rate=
         loader.audio_rate)`` resamples on the device. For GPU machines: it takes the resampling
         off the CPU (soxr: 2.4 of the 6.7 ms spent decoding and resampling a 5-s clip, 44.1 -> 32 kHz).
+    features: "cached" reads the fp16 log-mels ``shardgen features`` stored instead of decoding audio:
+        batches carry ``features`` (B, n_mels, frames) float16 and ``lengths`` in frames, cropped as audio
+        would be (see :mod:`wds_audio.pipeline.cached`); a Frontend then standardizes and augments them.
+        None (default): audio, even from a dataset that also holds cached features.
     frontend: a :class:`wds_audio.Frontend` to run inside the DataLoader workers, on the CPU,
         for machines without a GPU: each batch then carries ``features`` (and mixed ``targets``),
         computed in parallel by the workers instead of serially in the training process.
@@ -75,6 +80,7 @@ class LoaderConfig:
     pcm_on_device: bool = False
     resample_on_device: bool = False
     frontend: Any = None
+    features: str | None = None
     return_audio: bool | None = None
     decode_threads: int | None = None
     pin_memory: bool | None = None
@@ -108,6 +114,16 @@ class LoaderConfig:
             raise ValueError("num_workers must be >= 0, streams and shuffle_buffer >= 1")
         if self.pcm_on_device and (self.trim_db is not None or self.loudness is not None):
             raise ValueError("pcm_on_device=True passes int16 PCM through: trim_db and loudness need float audio on the CPU")
+        if self.features not in FEATURES:
+            raise ValueError(f"features must be one of {FEATURES}, got {self.features!r}")
+        if self.features == "cached":
+            audio_only = {"pcm_on_device": self.pcm_on_device, "resample_on_device": self.resample_on_device,
+                          "trim_db": self.trim_db, "loudness": self.loudness, "return_audio": self.return_audio,
+                          "backend='dali'": self.backend == "dali"}
+            bad = [k for k, v in audio_only.items() if v not in (None, False)]
+            if bad:
+                raise ValueError(f"features='cached' decodes no audio: {', '.join(bad)} cannot apply (they work on "
+                                 "the waveform; the torch back end reads cached features)")
 
     @property
     def keep_audio(self) -> bool:

@@ -295,6 +295,10 @@ class AudioLoader:
         self.cfg = cfg
         self.catalog = Catalog.open(cfg.source, cfg.split, cfg.folds, cfg.classes, cfg.source_options)
         self.rank, self.world_size = dist_info(cfg)
+        if cfg.features == "cached":  # here, in the main process: no dataset or frontend mismatch reaches a worker
+            from .cached import cached_info
+
+            cached_info(cfg, self.catalog.manifest)
         self.audio_rate = cfg.audio_rate(self.catalog.sample_rate)  # of batch.audio; fails here if unknown
         fe_rate = getattr(cfg.frontend, "input_sample_rate", self.audio_rate)
         if fe_rate != self.audio_rate:

@@ -23,6 +23,7 @@ from ..core.threads import cpu_width
 from ..io.fetchqueue import FetchQueue
 from ..io.options import SourceMetrics
 from .batch import Batch, batches
+from .cached import FeatureShaper, feature_batches
 from .catalog import Catalog
 from .config import LoaderConfig
 from .plan import Slice, StreamPlan, take_range
@@ -245,7 +246,9 @@ def _stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, epoch
     if resume is None:
         samples = skip_samples(samples, skip_batches * cfg.batch_size)
     steady, first = (t if callable(t) else (lambda n=t: n) for t in threads)
-    shaper = Shaper(cfg, catalog.num_classes, epoch, rate=cfg.audio_rate(catalog.sample_rate))
+    cached = cfg.features == "cached"  # fp16 log-mels from the shards instead of audio (pipeline/cached.py)
+    shaper = (FeatureShaper(cfg, catalog.num_classes, epoch, catalog.manifest["features"]) if cached else
+              Shaper(cfg, catalog.num_classes, epoch, rate=cfg.audio_rate(catalog.sample_rate)))
     samples = decode(samples, shaper, stats, cfg.on_error, lambda i: first() if i < cfg.batch_size else steady())
     window = shaper.window if (cfg.training or cfg.eval_crop == "center") else None
     if cfg.frontend is not None:
@@ -257,6 +260,8 @@ def _stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, epoch
         if cfg.frontend is not None:
             with torch.no_grad(), cpu_width(first() if n == 0 else 1):
                 b.features, b.targets = cfg.frontend(b)
+            if cached:
+                b.feature_settings = {}  # the Frontend's output now, no longer raw cached features
             if not cfg.keep_audio:
                 b.audio = b.audio.new_empty((len(b), 0))  # a new tensor: a view would still ship the storage
         if on_first is not None:
@@ -268,7 +273,8 @@ def _stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, epoch
             b.stats["rebalance"] = (plan.stream, stage.stats())
         return b
 
-    made = batches(samples, cfg.batch_size, plan.batches - skip_batches, window)
+    made = (feature_batches(samples, cfg.batch_size, plan.batches - skip_batches, window, shaper.n_mels, shaper.info)
+            if cached else batches(samples, cfg.batch_size, plan.batches - skip_batches, window))
     for n in range(plan.batches - skip_batches):
         # no name here holds the batch while this generator waits for the stream's next turn (see batches)
         yield finish(next(made), n)
