@@ -202,6 +202,38 @@ class Frontend(nn.Module):
             feats = (feats - mu) / sd
         return feats * m if self.standardize else feats
 
+    # ------------------------------------------- features a few clips at a time (the loader's workers)
+
+    def by_chunks(self, augment: bool) -> bool:
+        """Whether a batch's features can be made a few clips at a time as its clips are decoded, with
+        :meth:`chunk_features` then :meth:`finish_chunks`, instead of from the batch's waveforms
+        (B, T): log-mels on the CPU, nothing resampled, no waveform augmentation to run (``augment``:
+        this batch is augmented). The features are the same; the (B, T) waveforms are never made
+        (41 MB for 64 x 5 s at 32 kHz, and their copy)."""
+        return (self.features_kind == "logmel" and self.resample is None and self.features.window.device.type == "cpu"
+                and not (augment and len(self.waveform_augment)))
+
+    def chunk_shape(self, num_samples: int) -> tuple[int, int]:
+        """(n_mels, frames) of the log-mels of ``num_samples`` samples."""
+        return self.features.n_mels, int(frames_for(num_samples, self.hop_length))
+
+    def chunk_features(self, audio: torch.Tensor, out: torch.Tensor) -> None:
+        """Log-mels of a few clips ``audio`` (k, T), float or int16, into ``out`` (k, n_mels, frames):
+        the rows forward computes for them before standardization (see :meth:`by_chunks`)."""
+        self.features.into(audio.float() / 32768.0 if audio.dtype == torch.int16 else audio.float(), out)
+
+    def finish_chunks(self, feats: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor | None,
+                      keys: Sequence[str], augment: bool) -> Any:
+        """What forward returns for a batch whose log-mels ``feats`` :meth:`chunk_features` made
+        (``lengths`` in samples): standardization, then SpecAugment and Mixup when ``augment``."""
+        flen = self.frame_lengths(lengths, feats.shape[-1])
+        feats = self._standardize(feats, frame_mask(lengths, self.hop_length, feats.shape[-1]))
+        if augment and self.specaugment is not None:
+            feats, _ = self.specaugment(feats, flen, keys, self.epoch, inplace=True)
+        if augment and self.mixup is not None and targets is not None:
+            feats, targets, _ = self.mixup(feats, targets.to(feats.device), flen, keys, self.epoch)
+        return feats if targets is None else (feats, targets)
+
 
 def noise_bank(source: str, split: str = "noise", sample_rate: int = 16000, max_clips: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The clips of a dataset's noise split as a zero-padded (N, L) bank and their lengths (for NoiseMix)."""

@@ -107,6 +107,55 @@ def batches(samples: Iterator[Sample], batch_size: int, count: int, window: int 
         yield (_streamed(samples, batch_size, window) if window else _collated(samples, batch_size, None))
 
 
+def batches_by_chunks(samples: Iterator[Sample], batch_size: int, count: int, window: int,
+                      features: Callable[[torch.Tensor, torch.Tensor], Any], shape: tuple[int, int],
+                      chunk: int = 4) -> Iterator[Batch]:
+    """``count`` batches whose ``features`` (B, *shape) ``features(audio, out)`` writes, ``chunk``
+    clips at a time as they come (``audio`` (chunk, window), padded as :func:`collate` pads), and
+    whose ``audio`` is empty (B, 0): no batch of waveforms is made. In a DataLoader worker the
+    features are made in shared memory, so that handing them over copies nothing."""
+    for _ in range(count):
+        yield _by_chunks(samples, batch_size, window, features, shape, chunk)
+
+
+def _by_chunks(samples: Iterator[Sample], batch_size: int, window: int,
+               features: Callable[[torch.Tensor, torch.Tensor], Any], shape: tuple[int, int], chunk: int) -> Batch:
+    out = handover_empty((batch_size, *shape))
+    buf: np.ndarray | None = None
+    lengths: list[int] = []
+    rest: list[tuple[str, bool, str, np.ndarray]] = []
+    for i, s in zip(range(batch_size), samples):
+        x = s["audio"]
+        if buf is None:
+            buf = np.empty((chunk, window), dtype=x.dtype)
+        n, j = min(len(x), window), i % chunk
+        buf[j, :n] = x[:n]
+        buf[j, n:] = 0
+        lengths.append(n)
+        rest.append((s["key"], s["valid"], s.get("repeat", "0"), s["labels"]))
+        del s, x
+        if j == chunk - 1 or i == batch_size - 1:
+            features(torch.from_numpy(buf[:j + 1]), out[i - j:i + 1])
+    if len(rest) < batch_size:
+        raise RuntimeError(f"stream ended after {len(rest)} of {batch_size} samples of a planned batch")
+    keys, valid, repeats, labels = zip(*rest)
+    return Batch(audio=torch.empty((batch_size, 0), dtype=torch.from_numpy(buf[:0]).dtype),
+                 lengths=torch.tensor(lengths, dtype=torch.int64),
+                 targets=torch.from_numpy(np.stack(labels).astype(np.float32)), keys=list(keys),
+                 valid=torch.tensor(valid, dtype=torch.bool), repeats=list(repeats), features=out)
+
+
+def handover_empty(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """An uninitialised tensor, in shared memory inside a DataLoader worker: sent to the training
+    process as it is (torch's own collation does the same), where one made on the heap is first
+    copied into a new shared-memory segment (16 MB of log-mels per batch: ~6 ms)."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    numel = int(np.prod(shape))
+    storage = torch.UntypedStorage._new_shared(numel * torch.empty((), dtype=dtype).element_size())
+    return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+
+
 def _collated(samples: Iterator[Sample], batch_size: int, window: int | None) -> Batch:
     chunk = [s for _, s in zip(range(batch_size), samples)]
     if len(chunk) < batch_size:

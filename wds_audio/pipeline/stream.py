@@ -22,7 +22,7 @@ from ..core.rng import sample_rng
 from ..core.threads import cpu_width
 from ..io.fetchqueue import FetchQueue
 from ..io.options import SourceMetrics
-from .batch import Batch, batches
+from .batch import Batch, batches, batches_by_chunks
 from .cached import FeatureShaper, feature_batches
 from .catalog import Catalog
 from .config import LoaderConfig
@@ -205,6 +205,13 @@ def skip_samples(samples: Iterator[Sample], n: int) -> Iterator[Sample]:
             yield s
 
 
+def _no_grad(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def call(*args: Any) -> Any:
+        with torch.no_grad():
+            return fn(*args)
+    return call
+
+
 def stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, *, epoch: int, rank: int,
                    skip_batches: int = 0, rebalance: Callable | None = None,
                    threads: Width = 1, first_threads: Width = 1,
@@ -251,15 +258,20 @@ def _stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, epoch
               Shaper(cfg, catalog.num_classes, epoch, rate=cfg.audio_rate(catalog.sample_rate)))
     samples = decode(samples, shaper, stats, cfg.on_error, lambda i: first() if i < cfg.batch_size else steady())
     window = shaper.window if (cfg.training or cfg.eval_crop == "center") else None
-    if cfg.frontend is not None:
-        cfg.frontend.set_epoch(epoch)
+    fe = cfg.frontend
+    if fe is not None:
+        fe.set_epoch(epoch)
+    # log-mels made a few clips at a time as they are decoded, no (B, T) waveforms (Frontend.by_chunks)
+    chunked = (not cached and fe is not None and window is not None and not cfg.keep_audio
+               and callable(getattr(fe, "by_chunks", None)) and fe.by_chunks(fe.training and cfg.training))
 
     def finish(b: Batch, n: int) -> Batch:
         nonlocal on_first
         b.training = cfg.training  # an evaluation batch is never augmented, by the Frontend here or later
         if cfg.frontend is not None:
             with torch.no_grad(), cpu_width(first() if n == 0 else 1):
-                b.features, b.targets = cfg.frontend(b)
+                b.features, b.targets = (fe.finish_chunks(b.features, b.lengths, b.targets, b.draw_keys,
+                                                          fe.training and b.training) if chunked else fe(b))
             if cached:
                 b.feature_settings = {}  # the Frontend's output now, no longer raw cached features
             if not cfg.keep_audio:
@@ -274,7 +286,10 @@ def _stream_batches(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, epoch
         return b
 
     made = (feature_batches(samples, cfg.batch_size, plan.batches - skip_batches, window, shaper.n_mels, shaper.info)
-            if cached else batches(samples, cfg.batch_size, plan.batches - skip_batches, window))
+            if cached else
+            batches_by_chunks(samples, cfg.batch_size, plan.batches - skip_batches, window, _no_grad(fe.chunk_features),
+                              fe.chunk_shape(window)) if chunked else
+            batches(samples, cfg.batch_size, plan.batches - skip_batches, window))
     for n in range(plan.batches - skip_batches):
         # no name here holds the batch while this generator waits for the stream's next turn (see batches)
         yield finish(next(made), n)

@@ -136,6 +136,27 @@ def test_frontend_in_workers_equals_frontend_in_main(demo_shards: Path, workers:
         torch.testing.assert_close(a.targets, t)
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("training", [True, False])
+def test_features_made_by_chunks_are_those_of_the_batch(demo_shards: Path, workers: int, training: bool) -> None:
+    """Without waveform augmentation the workers make the log-mels a few clips at a time as the clips
+    are decoded (no (B, T) waveforms): exactly the features the Frontend makes from the batch."""
+    def fe() -> Frontend:
+        return Frontend(sample_rate=16000, n_fft=512, hop_length=160, n_mels=32, standardize="utterance",
+                        specaugment=SpecAugment(time_masks=2, time_width=10, freq_masks=1, freq_width=4, p=1.0),
+                        mixup=Mixup(alpha=0.4, p=1.0)).train()
+    assert fe().by_chunks(True) and not Frontend(sample_rate=16000, augment=[Gain(p=1.0)]).by_chunks(True)
+    kw = dict(batch_size=7, sample_rate=16000, clip_seconds=1.0, seed=2, training=training, eval_crop="center")
+    inside = wds_audio.loader(str(demo_shards), num_workers=workers, frontend=fe(), **kw)
+    main, ref_fe, n = wds_audio.loader(str(demo_shards), **kw), fe(), 0
+    for a, b in zip(inside, main):
+        x, t = ref_fe(b)
+        assert a.keys == b.keys and a.audio.shape == (len(b), 0)
+        assert torch.equal(a.features, x) and torch.equal(a.targets, t)
+        n += 1
+    assert n == len(main) > 1
+
+
 def test_frontend_in_workers_returns_audio_when_asked(demo_shards: Path) -> None:
     kw = dict(batch_size=8, sample_rate=16000, clip_seconds=1.0, seed=2)
     fe = Frontend(sample_rate=16000, n_fft=512, hop_length=160, n_mels=32).eval()
