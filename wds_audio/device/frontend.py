@@ -236,7 +236,9 @@ class Frontend(nn.Module):
 
 
 def noise_bank(source: str, split: str = "noise", sample_rate: int = 16000, max_clips: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The clips of a dataset's noise split as a zero-padded (N, L) bank and their lengths (for NoiseMix)."""
+    """The clips of a dataset's noise split back to back, (sum of lengths,) float32, and their lengths
+    (N,): ``NoiseMix(*noise_bank(...))``. The memory is the sum of the clips' lengths (a zero-padded
+    (N, longest) bank held N times the longest: 10 clips of 1 s and one of 60 s took 70 s of audio)."""
     from ..pipeline.config import LoaderConfig
     from ..pipeline.loader import AudioLoader
 
@@ -249,8 +251,4 @@ def noise_bank(source: str, split: str = "noise", sample_rate: int = 16000, max_
             break
     if not clips:
         raise ValueError(f"{source}: split {split!r} holds no usable clip")
-    lengths = torch.tensor([len(c) for c in clips])
-    bank = torch.zeros(len(clips), int(lengths.max()))
-    for i, c in enumerate(clips):
-        bank[i, : len(c)] = c
-    return bank, lengths
+    return torch.cat(clips), torch.tensor([len(c) for c in clips])

@@ -96,7 +96,43 @@ def test_batch_in_mixup_targets_union(demo_shards: Path) -> None:
 
 def test_noise_bank_from_noise_split(demo_shards: Path) -> None:
     bank, lengths = noise_bank(str(demo_shards), max_clips=3)
-    assert bank.shape[0] == 3 and (lengths == 160000).all() and bank.abs().max() > 0
+    assert lengths.shape == (3,) and (lengths == 160000).all() and bank.shape == (480000,) and bank.abs().max() > 0
+
+
+def _padded_mix(bank: torch.Tensor, sizes: torch.Tensor, x: torch.Tensor, params: dict, lengths: torch.Tensor) -> torch.Tensor:
+    """NoiseMix.apply_transform as it was with an (N, longest) zero-padded bank (the reference)."""
+    from wds_audio.signal.augment.base import valid_mask
+
+    index, offset, snr_db = params["noise_index"], params["offset"], params["snr_db"].to(torch.float32)
+    position = (offset[:, None] + torch.arange(x.shape[1])[None, :]) % sizes[index][:, None]
+    mask = valid_mask(lengths, x.shape[1])
+    noise = bank[index[:, None], position] * mask
+    p_signal, p_noise = (x.float() * mask).square().sum(1), noise.square().sum(1)
+    target = p_signal / torch.pow(10.0, snr_db / 10.0)
+    scale = torch.where(p_noise > 0, torch.sqrt(target / p_noise.clamp_min(1e-30)), torch.zeros_like(p_noise))
+    mixed = (x.float() + scale[:, None] * noise).to(x.dtype)
+    return torch.where(params["apply"][:, None], mixed, x)
+
+
+def test_noise_bank_back_to_back_mixes_as_the_padded_bank(demo_shards: Path) -> None:
+    """The demo's noise clips, decoded, cut to unequal lengths: the bank holds the sum of their lengths,
+    and the mixes are those of the zero-padded bank, value for value, for the same seed."""
+    from wds_audio.signal.augment.noise import NoiseMix
+
+    bank, lengths = noise_bank(str(demo_shards), max_clips=4)
+    clips = [c[: n] for c, n in zip(torch.split(bank, lengths.tolist()), (160000, 3001, 70000, 12345))]
+    sizes = torch.tensor([len(c) for c in clips])
+    padded = torch.stack([torch.nn.functional.pad(c, (0, int(sizes.max()) - len(c))) for c in clips])
+    speech = wds_audio.loader(str(demo_shards), batch_size=12, sample_rate=16000, clip_seconds=1.0, seed=5)
+    b = next(iter(speech))
+    b.lengths[::3] = 9000  # some clips shorter than the window
+    for given in (torch.cat(clips), padded):
+        mix = NoiseMix(given, sizes, min_snr_db=0.0, max_snr_db=20.0, p=0.8, seed=7)
+        assert mix.noise.shape == (int(sizes.sum()),)
+        params = mix.randomize_parameters(b.audio, b.draw_keys, epoch=2)
+        assert len(set(params["noise_index"].tolist())) > 1 and not bool(params["apply"].all())
+        got, _ = mix(b.audio, b.lengths, b.draw_keys, 2)
+        assert torch.equal(got, _padded_mix(padded, sizes, b.audio, params, b.lengths))
 
 
 @pytest.mark.gpu

@@ -19,8 +19,13 @@ class NoiseMix(BatchAugmentation):
     no noise (any SNR relative to silence means zero noise).
 
     Args:
-        noise: (N, L) float bank (e.g. the dataset's noise split, loaded by the caller), or (L,).
-        noise_lengths: valid samples of each bank row (rows zero-padded to L); default all L.
+        noise: the clips back to back, (sum of noise_lengths,) float (as ``noise_bank`` gives them); or
+            an (N, L) bank of zero-padded rows; or one clip (L,).
+        noise_lengths: samples of each clip: for clips back to back they add up to the length of
+            ``noise``; for (N, L) rows, the valid samples of each (default all L).
+
+    The clips are held back to back whatever the form given (memory: the sum of their lengths, not
+    N times the longest); the mixes are those of the padded bank, value for value.
 
     Example:
         >>> import torch
@@ -38,26 +43,34 @@ class NoiseMix(BatchAugmentation):
         _check_range("NoiseMix", "min_snr_db", min_snr_db, "max_snr_db", max_snr_db)
         self.min_snr_db, self.max_snr_db = float(min_snr_db), float(max_snr_db)
         bank = torch.as_tensor(noise).detach().to("cpu", torch.float32)
-        if bank.dim() == 1:
-            bank = bank[None]
-        if bank.dim() != 2 or bank.shape[0] == 0 or bank.shape[1] == 0:
-            raise ValueError(f"NoiseMix: noise bank must be a non-empty (N, L) tensor, got shape {tuple(bank.shape)}")
-        n_rows, width = bank.shape
-        sizes = torch.full((n_rows,), width, dtype=torch.int64) if noise_lengths is None \
-            else torch.as_tensor(noise_lengths, dtype=torch.int64).cpu()
-        if sizes.shape != (n_rows,):
-            raise ValueError(f"NoiseMix: noise_lengths must have shape ({n_rows},), got {tuple(sizes.shape)}")
-        for row in range(n_rows):
-            size = int(sizes[row])
-            if not 1 <= size <= width:
-                raise ValueError(f"NoiseMix: noise row {row}: length {size} not in [1, {width}]")
-            valid = bank[row, :size]
+        sizes = None if noise_lengths is None else torch.as_tensor(noise_lengths, dtype=torch.int64).cpu().flatten()
+        if bank.dim() == 1 and sizes is not None and len(sizes) > 1:  # clips back to back
+            if int(sizes.sum()) != bank.shape[0] or bool((sizes < 1).any()):
+                raise ValueError(f"NoiseMix: noise_lengths {sizes.tolist()} do not split the {bank.shape[0]} samples "
+                                 "of the clips given back to back (each >= 1, adding up to all of them)")
+            rows = list(torch.split(bank, sizes.tolist()))
+        else:
+            if bank.dim() == 1:
+                bank = bank[None]
+            if bank.dim() != 2 or bank.shape[0] == 0 or bank.shape[1] == 0:
+                raise ValueError(f"NoiseMix: noise bank must be a non-empty (N, L) tensor, got shape {tuple(bank.shape)}")
+            n_rows, width = bank.shape
+            sizes = torch.full((n_rows,), width, dtype=torch.int64) if sizes is None else sizes
+            if sizes.shape != (n_rows,):
+                raise ValueError(f"NoiseMix: noise_lengths must have shape ({n_rows},), got {tuple(sizes.shape)}")
+            for row in range(n_rows):
+                if not 1 <= int(sizes[row]) <= width:
+                    raise ValueError(f"NoiseMix: noise row {row}: length {int(sizes[row])} not in [1, {width}]")
+            rows = [bank[row, :int(sizes[row])] for row in range(n_rows)]
+        for row, valid in enumerate(rows):
             if not bool(torch.isfinite(valid).all()):
                 raise ValueError(f"NoiseMix: noise row {row} holds NaN or inf")
             if float(valid.square().sum()) == 0.0:
                 raise ValueError(f"NoiseMix: noise row {row} is silent")
-        self.register_buffer("noise", bank, persistent=False)
-        self.register_buffer("noise_lengths", sizes, persistent=False)
+        # back to back, each clip at its start: the sum of the lengths, not N x the longest
+        self.register_buffer("noise", rows[0].clone() if len(rows) == 1 else torch.cat(rows), persistent=False)
+        self.register_buffer("noise_lengths", sizes.clone(), persistent=False)
+        self.register_buffer("noise_starts", torch.cumsum(sizes, 0) - sizes, persistent=False)
         self._sizes = sizes.numpy().copy()  # CPU copy for drawing offsets without touching the device
 
     def draw(self, rng: np.random.Generator) -> dict[str, Any]:
@@ -74,11 +87,11 @@ class NoiseMix(BatchAugmentation):
         index = params["noise_index"].to(dev)
         offset = params["offset"].to(dev)
         snr_db = params["snr_db"].to(dev, torch.float32)
-        bank, sizes = self.noise.to(dev), self.noise_lengths.to(dev)
+        bank, sizes, starts = self.noise.to(dev), self.noise_lengths.to(dev), self.noise_starts.to(dev)
         # Cyclic read from the offset: tiles noise that is shorter than the clip.
         position = (offset[:, None] + torch.arange(size, device=dev)[None, :]) % sizes[index][:, None]
         mask = valid_mask(lengths, size)
-        noise = bank[index[:, None], position] * mask
+        noise = bank[starts[index][:, None] + position] * mask
         signal = x.float() * mask
         p_signal = signal.square().sum(1)
         p_noise = noise.square().sum(1)  # same sample count as p_signal, so sums compare as powers
