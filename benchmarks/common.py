@@ -43,6 +43,57 @@ def _write_clip(root: Path, seconds: float, sample_rate: int, classes: int, seed
     return {"path": rel, "labels": f"class{c}", "split": "train", "fold": 1 + i % 5, "group": f"g{i}"}
 
 
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "audio-samples"
+
+
+def make_real_clips(root: Path, n: int, seconds: float, sample_rate: int, seed: int = 0, samples: Path = SAMPLES,
+                    workers: int | None = None) -> Path:
+    """``n`` FLAC clips of real recordings at ``sample_rate`` in the csv recipe layout: each clip is
+    recordings of one label of ../shared/audio-samples (sound effects or spoken digits, 16 kHz),
+    resampled with soxr HQ and played back to back (in a random order, each at a random gain
+    between -6 and 0 dB) until the clip is full. Real content throughout, so FLAC compresses and
+    decodes as it does for real data (silence and noise floors of real microphones, no zero
+    padding, which FLAC would store as near-free constant subframes). Raises FileNotFoundError
+    when the recordings are absent."""
+    from multiprocessing import get_context
+
+    folders = sorted({p.parent for p in samples.glob("*/*/*.flac")})
+    if not folders:
+        raise FileNotFoundError(f"no recordings under {samples}")
+    (root / "audio").mkdir(parents=True, exist_ok=True)
+    job = partial(_write_real_clip, root, seconds, sample_rate, seed, folders)
+    with get_context("fork").Pool(workers or len(os.sched_getaffinity(0))) as pool:
+        rows = pool.map(job, range(n), chunksize=16)
+    with open(root / "metadata.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return root
+
+
+def _write_real_clip(root: Path, seconds: float, sample_rate: int, seed: int, folders: list[Path],
+                     i: int) -> dict[str, Any]:
+    import soxr
+
+    rng = np.random.default_rng([seed, i])
+    c = int(rng.integers(len(folders)))
+    files = sorted(folders[c].glob("*.flac"))
+    need, parts, have = int(seconds * sample_rate), [], 0
+    while have < need:
+        for k in rng.permutation(len(files)):
+            x, sr = sf.read(files[k], dtype="float32")
+            x = soxr.resample(x, sr, sample_rate, quality="HQ") * np.float32(10 ** (rng.uniform(-6, 0) / 20))
+            parts.append(x)
+            have += len(x)
+            if have >= need:
+                break
+    x = np.clip(np.concatenate(parts)[:need], -1.0, 1.0)
+    label = f"{folders[c].parent.name}-{folders[c].name}"
+    rel = f"audio/r{i:05d}.flac"
+    sf.write(root / rel, x, sample_rate, format="FLAC", subtype="PCM_16")
+    return {"path": rel, "labels": label, "split": "train", "fold": 1 + i % 5, "group": f"g{i}"}
+
+
 def tree_rss_mb(pid: int | None = None, pss: bool = False) -> float:
     """Memory of a process and all its descendants, in MB (Linux /proc): the sum of their VmRSS,
     or with ``pss`` of their proportional set sizes (a page shared by n processes counts 1/n in each).
@@ -68,6 +119,42 @@ def tree_rss_mb(pid: int | None = None, pss: bool = False) -> float:
         total += _memory_kb(p, pss)
         todo += children.get(p, [])
     return total / 1024
+
+
+def tree_memory_mb(pid: int | None = None) -> dict[str, float]:
+    """PSS, summed VmRSS and USS (private pages: Private_Clean + Private_Dirty) of a process and all
+    its descendants, in MB, from one read of each one's /proc/PID/smaps_rollup. USS is what the
+    tree alone holds; PSS adds its share of the pages it shares, also with processes outside it (the
+    libraries every Python process of the machine maps), so it moves with what else runs."""
+    out = {"pss": 0.0, "rss": 0.0, "uss": 0.0}
+    for p in _tree(pid or os.getpid()):
+        try:
+            fields = {ln.split(":", 1)[0]: int(ln.split()[1]) for ln in open(f"/proc/{p}/smaps_rollup")
+                      if ln.rstrip().endswith("kB")}
+        except (OSError, ValueError, IndexError):
+            continue
+        out["pss"] += fields.get("Pss", 0) / 1024
+        out["rss"] += fields.get("Rss", 0) / 1024
+        out["uss"] += (fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)) / 1024
+    return out
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                ppid = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(d))
+            except (OSError, IndexError, ValueError):
+                pass
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children.get(p, [])
+    return out
 
 
 def _memory_kb(pid: int, pss: bool = False) -> int:

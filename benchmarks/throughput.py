@@ -1,8 +1,11 @@
-"""Loader throughput against the baselines users would otherwise write, all in one run.
+"""Loader throughput and memory against the baselines users would otherwise write, all in one run.
 
-Shards of 5-s clips (FLAC stored at 44.1 kHz, 32 kHz target, 128 mels, SpecAugment, batch 64):
+512 clips of 5 s of real recordings (``make_real_clips``: ../shared/audio-samples played back to back;
+tones with ``--content tones`` or when the recordings are absent), FLAC stored at 44.1 kHz, 32 kHz
+target, 128 mels, SpecAugment, batch 64:
   (a) decode-only tight loop            (the machine's CPU decode limit, same processes as ours)
-  (b) the same ops as ours, tight loop  (decode + resample + crop in a process pool, log-mel + SpecAugment)
+  (b) the same ops as ours, tight loop  (each process: decode + soxr + crop of 64 clips, then the
+      Frontend's log-mel + SpecAugment on them; 1 torch thread per process)
   (c) ours as set up on a CPU machine: wds_audio.loader(frontend=...) runs the Frontend in its workers
   (c') ours as set up on a GPU machine (Frontend in the training process), here on the CPU
   (d) torchaudio tutorial: map-style Dataset over files, per-sample transforms in DataLoader workers
@@ -12,10 +15,15 @@ Shards of 5-s clips (FLAC stored at 44.1 kHz, 32 kHz target, 128 mels, SpecAugme
   (f') the same, resampled on the CPU (soxr in the workers, float32 batches): what (f) saves
   + DALI rows (benchmarks/dali_rows.py) when DALI is installed. (f) and (f') only with CUDA, and
   then (c') is left out.
-Targets on CPU: (c)/(b) >= 0.85, (c)/(d) >= 1.3, first batch <= 1 s, RSS growth over 5 epochs <= 5 %.
-With a GPU: (f)/(a) >= 0.9.
 
-    .venv/bin/python benchmarks/throughput.py [--clips 2048] [--workers 2] [--rounds 3] [--quick]
+Every row runs in a process of its own (started from this one, importing only what the row needs),
+so that each row's memory is its own: this process samples the PSS (/proc/PID/smaps_rollup) and the
+summed VmRSS of the row's whole process tree (the row's process, its DataLoader workers or pool)
+every 0.2 s while it runs. Rows run in interleaved rounds (the order rotated each round).
+Targets on CPU (issue 23): (c)/(d) >= 1.5, (c)/(b) >= 1.0, (c)'s peak PSS <= (d)'s, first batch
+<= 1 s, RSS growth over 5 epochs <= 5 %. With a GPU: (f)/(a) >= 0.9.
+
+    .venv/bin/python benchmarks/throughput.py [--clips 512] [--workers 2] [--rounds 5] [--quick]
     .venv/bin/python benchmarks/throughput.py --rows c,d --workdir /tmp/tp2   # a subset, data kept
 """
 from __future__ import annotations
@@ -24,9 +32,12 @@ import argparse
 import io
 import json
 import os
+import platform
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from multiprocessing import get_context
 from pathlib import Path
@@ -36,17 +47,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
-import soxr  # noqa: E402
 import torch  # noqa: E402
-import torchaudio  # noqa: E402
 
-from benchmarks.common import (PeakRSS, bar_chart, cpu_seconds, logmel_frontend, make_clips, markdown_table,  # noqa: E402
-                               number, paired_ratio, read_markdown_table, tree_rss_mb)
+from benchmarks.common import (cpu_seconds, logmel_frontend, make_clips, make_real_clips, markdown_table,  # noqa: E402
+                               number, paired_ratio, read_markdown_table, tree_memory_mb)
 
 SR_IN, SR, SECONDS, BATCH, N_MELS = 44100, 32000, 5.0, 64, 128
 WINDOW = int(SR * SECONDS)
 # with a GPU, (f) is the GPU setup itself and (c'), its stand-in on the CPU, is left out
-ROWS = "a,b,c,d,e,f,f'" if torch.cuda.is_available() else "a,b,c,c',d,e"
+ROWS = "a,b,c,c',d,e,f,f'" if torch.cuda.is_available() else "a,b,c,c',d,e"
+SAMPLE_S = 0.2  # memory sampling period
 
 
 def _tar_samples(path: str) -> Iterable[tuple[str, bytes]]:
@@ -66,53 +76,50 @@ def _decode_shard(path: str) -> int:
     return n
 
 
-def _prepare_shard(path: str) -> list[np.ndarray]:
-    rng = np.random.default_rng(0)
-    out = []
-    for _, data in _tar_samples(path):
-        x, _ = sf.read(io.BytesIO(data), dtype="float32")
-        x = soxr.resample(x, SR_IN, SR, quality="HQ")
-        if len(x) > WINDOW:
-            s = int(rng.integers(len(x) - WINDOW + 1))
-            x = x[s:s + WINDOW]
-        out.append(np.pad(x, (0, WINDOW - len(x))))
-    return out
-
-
 def _frontend(input_sample_rate: int | None = None) -> torch.nn.Module:
     return logmel_frontend(SR, n_fft=1024, hop_length=320, n_mels=N_MELS, time_width=40, freq_width=16,
                            input_sample_rate=input_sample_rate)
 
 
 def _timed(name: str, batches: Callable[[], Iterable[int]], notes: str, workers: int) -> dict[str, Any]:
-    """Time to the first batch, and clips/s in the steady state, for every row alike: from the
-    arrival of item ``warmup`` = 2 x workers (a batch, or a shard for the pool rows) to the end.
+    """Clips/s over the whole epoch (``epoch_clips_per_s``: from the start of the row, its process
+    pool or DataLoader workers started within it, to its last clip: what a 512-clip epoch costs a
+    user), and in the steady state (``clips_per_s``: from the arrival of item ``warmup`` = 2 x
+    workers to the end; from the first when there are no more than 2 x ``warmup`` items, as the 8
+    batches of 512 clips: ours makes its last batch alone, just after the pair before, and counting
+    from item 4 of 8 would credit it with that phase), the time to the first batch and the CPU time
+    per clip.
 
-    Counting from the first batch alone favours pipelines whose workers all start at once: with
-    2 workers the tutorial's first two batches arrive together (measured: 1.67 s and 1.67 s), so
-    "after the first batch" got a whole batch for free, while ours (one worker makes the first
-    batch with every core, see EpochStart) had made about half of its second. ``warmup`` = the
-    items that can be in flight when the first arrives (workers x prefetch 2) puts both in their
-    steady state first."""
+    Counting the steady state from the first batch alone favours pipelines whose workers all start at
+    once: with 2 workers the tutorial's first two batches arrive together, so "after the first batch"
+    got a whole batch for free, while ours (one worker makes the first batch with every core, see
+    EpochStart) had made about half of its second. ``warmup`` = the items that can be in flight
+    when the first arrives (workers x prefetch 2) puts both in their steady state first."""
     warmup = 2 * max(workers, 1)
+    _mark("START")
     t0, cpu0 = time.perf_counter(), cpu_seconds()
     arrivals: list[tuple[float, int]] = []  # (seconds since start, clips so far)
     clips = 0
-    with PeakRSS() as rss:
-        for n in batches():
-            clips += n
-            arrivals.append((time.perf_counter() - t0, clips))
+    for n in batches():
+        clips += n
+        arrivals.append((time.perf_counter() - t0, clips))
     dt, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
+    _mark("END")
     first = arrivals[0][0] if arrivals else dt
-    k = warmup if len(arrivals) > 2 * warmup else 1  # a short run (--quick): after the first item
+    k = warmup if len(arrivals) > 2 * warmup else 1  # a short run (512 clips: 8 batches): after the first item
     t_w, n_w = arrivals[k - 1] if len(arrivals) > k else (0.0, 0)
     rate = (clips - n_w) / (dt - t_w) if dt > t_w else clips / dt
-    row = {"name": name, "clips": clips, "seconds": dt, "clips_per_s": rate, "with_start_clips_per_s": clips / dt,
-           "audio_s_per_s": rate * SECONDS, "first_batch_s": first, "peak_rss_MB": rss.peak,
-           "cpu_ms_per_clip": 1e3 * cpu / max(clips, 1), "notes": notes}
-    print(f"  {name}: {rate:.1f} clips/s after {warmup} item(s) ({clips / dt:.1f} with them), first batch {first:.2f} s, "
-          f"peak RSS {rss.peak:.0f} MB, CPU {row['cpu_ms_per_clip']:.1f} ms/clip", flush=True)
-    return row
+    return {"name": name, "clips": clips, "seconds": dt, "clips_per_s": rate, "epoch_clips_per_s": clips / dt,
+            "first_batch_s": first, "cpu_ms_per_clip": 1e3 * cpu / max(clips, 1), "notes": notes,
+            "arrivals": [round(a, 3) for a, _ in arrivals]}
+
+
+_MARKS = False  # a row's process tells the parent when its epoch starts and ends (run_row)
+
+
+def _mark(what: str) -> None:
+    if _MARKS:
+        print(f"@@{what}", flush=True)
 
 
 def row_decode_only(shards: list[str], workers: int) -> dict[str, Any]:
@@ -122,23 +129,40 @@ def row_decode_only(shards: list[str], workers: int) -> dict[str, Any]:
     return _timed("(a) decode-only tight loop", run, f"{workers} processes, soundfile", workers)
 
 
-def _ops_shard(path: str) -> int:
-    """Decode + resample + crop every clip of a shard, then log-mel + SpecAugment in batches."""
+_CLIPS: list[tuple[str, bytes]] = []  # (b)'s clips, read before its pool forks
+
+
+def _ops_batch(i: int) -> int:
+    """Decode + soxr + crop 64 clips, then the Frontend's log-mel + SpecAugment on them, 1 torch thread."""
+    import soxr
+
     torch.set_num_threads(1)
-    fe, clips = _frontend(), _prepare_shard(path)
+    rng = np.random.default_rng(i)
+    chunk, out = _CLIPS[i * BATCH:(i + 1) * BATCH], []
+    for _, data in chunk:
+        x, _ = sf.read(io.BytesIO(data), dtype="float32")
+        x = soxr.resample(x, SR_IN, SR, quality="HQ")
+        if len(x) > WINDOW:
+            s = int(rng.integers(len(x) - WINDOW + 1))
+            x = x[s:s + WINDOW]
+        out.append(np.pad(x, (0, WINDOW - len(x))))
+    fe = _FE.get("fe") or _FE.setdefault("fe", _frontend())
     with torch.no_grad():
-        for i in range(0, len(clips), BATCH):
-            chunk = clips[i:i + BATCH]
-            fe(torch.from_numpy(np.stack(chunk)), keys=[f"{path}:{i + j}" for j in range(len(chunk))])
-    return len(clips)
+        fe(torch.from_numpy(np.stack(out)), keys=[k for k, _ in chunk])
+    return len(chunk)
+
+
+_FE: dict[str, torch.nn.Module] = {}
 
 
 def row_tight_ops(shards: list[str], workers: int) -> dict[str, Any]:
     def run() -> Iterable[int]:
+        _CLIPS[:] = [c for s in shards for c in _tar_samples(s)]  # read here: the pool's processes inherit them
+        _CLIPS[:] = _CLIPS[:len(_CLIPS) // BATCH * BATCH]  # full batches, as every other row
         with get_context("fork").Pool(workers) as pool:
-            yield from pool.imap_unordered(_ops_shard, shards)
-    return _timed("(b) same ops, tight loop", run, f"{workers} processes: decode+soxr+crop+log-mel+SpecAugment per shard",
-                  workers)
+            yield from pool.imap_unordered(_ops_batch, range(len(_CLIPS) // BATCH))
+    return _timed("(b) same ops, tight loop", run, f"{workers} processes, 1 torch thread each: decode+soxr+crop+log-mel+"
+                  "SpecAugment, a batch of 64 clips per task", workers)
 
 
 def _ours(dataset: Path, workers: int, epochs: int = 1, persistent: bool = False, in_workers: bool = False,
@@ -188,6 +212,8 @@ class _FileDataset(torch.utils.data.Dataset):
     """The torchaudio tutorial pattern: one file per item, transforms built once, applied per sample."""
 
     def __init__(self, files: list[Path]) -> None:
+        import torchaudio
+
         self.files = files
         self.resample = torchaudio.transforms.Resample(SR_IN, SR)
         self.mel = torchaudio.transforms.MelSpectrogram(SR, n_fft=1024, hop_length=320, n_mels=N_MELS)
@@ -230,53 +256,132 @@ def row_webdataset(shards: list[str], workers: int) -> dict[str, Any]:
                   workers)
 
 
+class TreeMemory:
+    """Samples the PSS, the summed VmRSS and the USS of process ``pid`` and its descendants (see
+    tree_memory_mb) every ``interval`` s in a thread; ``peak()`` gives the largest of each, in MB,
+    since the last ``reset()``."""
+
+    def __init__(self, pid: int | None = None, interval: float = SAMPLE_S) -> None:
+        self.pid, self.interval, self._stop = pid or os.getpid(), interval, threading.Event()
+        self.reset()
+
+    def reset(self) -> None:
+        self.pss, self.rss, self.uss = 0.0, 0.0, 0.0
+
+    def sample(self) -> None:
+        m = tree_memory_mb(self.pid)
+        self.pss, self.rss, self.uss = max(self.pss, m["pss"]), max(self.rss, m["rss"]), max(self.uss, m["uss"])
+
+    def peak(self) -> dict[str, float]:
+        return {"peak_pss_MB": self.pss, "peak_rss_MB": self.rss, "peak_uss_MB": self.uss}
+
+    def __enter__(self) -> "TreeMemory":
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._t.join()
+
+
 def rss_growth(dataset: Path, workers: int, epochs: int) -> dict[str, Any]:
-    """Peak memory of each epoch of ours (persistent workers), as the sum of VmRSS (the target's
-    measure) and as PSS (what the tree holds: pages that workers copy from their parent count)."""
-    run, _ = _ours(dataset, workers, epochs=epochs, persistent=True, in_workers=True)
-    per_epoch: dict[str, list[float]] = {"rss": [], "pss": []}
-    peak = {"rss": 0.0, "pss": 0.0}
-    seen, per = 0, None
-    for n in run():
-        seen += n
-        peak = {"rss": max(peak["rss"], tree_rss_mb()), "pss": max(peak["pss"], tree_rss_mb(pss=True))}
-        per = per or _batches_per_epoch(dataset)
-        if seen % (per * BATCH) == 0:
-            for k in per_epoch:
-                per_epoch[k].append(peak[k])
-            peak = {"rss": 0.0, "pss": 0.0}
+    """Peak memory of each epoch of ours (persistent workers, Frontend in the workers), as PSS and as
+    the sum of VmRSS (which counts the pages workers share with their parent once per process),
+    sampled in a thread; growth = last epoch's peak / first epoch's - 1."""
+    run, loader = _ours(dataset, workers, epochs=epochs, persistent=True, in_workers=True)
+    per = len(loader)
+    per_epoch: dict[str, list[float]] = {"rss": [], "pss": [], "uss": []}
+    seen = 0
+    with TreeMemory() as mem:
+        for n in run():
+            seen += n
+            if seen % (per * BATCH) == 0:
+                mem.sample()
+                for k in per_epoch:
+                    per_epoch[k].append(getattr(mem, k))
+                mem.reset()
     grow = {k: v[-1] / v[0] - 1 if len(v) > 1 else float("nan") for k, v in per_epoch.items()}
     return {"epochs": epochs, "rss_MB_per_epoch": [round(v) for v in per_epoch["rss"]], "growth": grow["rss"],
-            "pss_MB_per_epoch": [round(v) for v in per_epoch["pss"]], "pss_growth": grow["pss"]}
+            "pss_MB_per_epoch": [round(v) for v in per_epoch["pss"]], "pss_growth": grow["pss"],
+            "uss_MB_per_epoch": [round(v) for v in per_epoch["uss"]], "uss_growth": grow["uss"]}
 
 
-def _batches_per_epoch(dataset: Path) -> int:
-    import wds_audio
+def _inputs(work: Path) -> tuple[Path, list[str], list[Path]]:
+    ds = work / "ds"
+    m = json.loads((ds / "dataset.json").read_text())
+    return ds, [str(ds / s["path"]) for s in m["splits"]["train"]["shards"]], sorted((work / "src" / "audio").glob("*.flac"))
 
-    return len(wds_audio.loader(str(dataset), batch_size=BATCH, sample_rate=SR, clip_seconds=SECONDS))
+
+def _child(key: str, work: Path, workers: int, epochs: int) -> None:
+    """Run one row (or the growth check) in this process and print it as one JSON line."""
+    global _MARKS
+    _MARKS = key != "growth"
+    torch.set_num_threads(1)
+    ds, shards, files = _inputs(work)
+    w = workers
+    runners: dict[str, Callable[[], dict[str, Any]]] = {
+        "a": lambda: row_decode_only(shards, w), "b": lambda: row_tight_ops(shards, w),
+        "c": lambda: row_ours(ds, w, in_workers=True), "c'": lambda: row_ours(ds, w, in_workers=False),
+        "d": lambda: row_torchaudio(files, w), "e": lambda: row_webdataset(shards, w),
+        "f": lambda: row_ours(ds, w, False, "cuda", on_device=True),
+        "f'": lambda: row_ours(ds, w, False, "cuda", on_device=False),
+        "growth": lambda: rss_growth(ds, w, epochs)}
+    print("@@ROW " + json.dumps(runners[key]()), flush=True)
 
 
-def _rounds(runners: list[Callable[[], dict[str, Any]]], rounds: int) -> list[dict[str, Any]]:
+def run_row(key: str, work: Path, workers: int, epochs: int = 1) -> dict[str, Any]:
+    """``key``'s row in a new process, its tree's memory sampled from here during the row's epoch
+    (between its @@START and @@END: not its imports before, nor its exit after)."""
+    cmd = [sys.executable, __file__, "--child", key, "--workdir", str(work), "--workers", str(workers),
+           "--epochs", str(epochs)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    mem, lines = TreeMemory(proc.pid), []
+    assert proc.stdout is not None
+    for ln in proc.stdout:
+        lines.append(ln)
+        if ln.startswith("@@START"):
+            mem.sample()
+            mem.__enter__()
+        elif ln.startswith("@@END"):
+            mem.sample()
+            mem.__exit__()
+    proc.wait()
+    if proc.returncode != 0:
+        raise RuntimeError(f"row {key} failed ({proc.returncode}): {''.join(lines)[-2000:]}")
+    row = json.loads(next(ln for ln in lines if ln.startswith("@@ROW "))[6:])
+    if key != "growth":
+        row.update(mem.peak())
+    return row
+
+
+def _rounds(keys: list[str], rounds: int, work: Path, workers: int) -> list[dict[str, Any]]:
     """Interleaved rounds (every row once per round, the order rotated by one each round so no row
     always follows the same one), so load from other jobs falls on every row alike; each row reports
-    its median clips/s and first batch over the rounds, the range, and its rate in each round."""
+    the median of its rounds, the range, and its value in each round."""
     seen: dict[str, list[dict[str, Any]]] = {}
     for r in range(rounds):
-        print(f"round {r + 1}/{rounds}", flush=True)
-        k = r % len(runners)
-        for run in runners[k:] + runners[:k]:
-            row = run()
-            seen.setdefault(row["name"], []).append(row)
+        print(f"round {r + 1}/{rounds}, 1-min load {os.getloadavg()[0]:.2f}", flush=True)
+        k = r % len(keys)
+        for key in keys[k:] + keys[:k]:
+            row = run_row(key, work, workers)
+            print(f"  {row['name']}: {row['epoch_clips_per_s']:.1f} clips/s over the epoch, {row['clips_per_s']:.1f} "
+                  f"steady, first batch {row['first_batch_s']:.2f} s, CPU {row['cpu_ms_per_clip']:.2f} ms/clip, "
+                  f"peak PSS {row['peak_pss_MB']:.0f} MB (USS {row['peak_uss_MB']:.0f}, summed RSS {row['peak_rss_MB']:.0f})",
+                  flush=True)
+            seen.setdefault(key, []).append(row)
     out = []
-    for name, rs in seen.items():
-        rates = sorted(x["clips_per_s"] for x in rs)
-        row = dict(rs[0])
-        row.update(clips_per_s=statistics.median(rates), audio_s_per_s=statistics.median(rates) * SECONDS,
-                   with_start_clips_per_s=statistics.median(x["with_start_clips_per_s"] for x in rs),
-                   first_batch_s=statistics.median(x["first_batch_s"] for x in rs),
-                   cpu_ms_per_clip=statistics.median(x["cpu_ms_per_clip"] for x in rs),
-                   peak_rss_MB=max(x["peak_rss_MB"] for x in rs), range=f"{rates[0]:.0f}-{rates[-1]:.0f}",
-                   per_round=[x["clips_per_s"] for x in rs])
+    for key, rs in seen.items():
+        row = dict(rs[0], key=key)
+        for field in ("clips_per_s", "epoch_clips_per_s", "first_batch_s", "cpu_ms_per_clip", "peak_pss_MB",
+                      "peak_rss_MB", "peak_uss_MB"):
+            vals = [x[field] for x in rs]
+            row[field], row[f"{field}_range"], row[f"{field}_rounds"] = (statistics.median(vals),
+                                                                        f"{min(vals):.0f}-{max(vals):.0f}", vals)
         out.append(row)
     return out
 
@@ -289,48 +394,60 @@ def _warm(paths: list[Path]) -> None:
                 pass
 
 
+def _cpu_model() -> str:
+    try:
+        return next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--clips", type=int, default=2048)
+    p.add_argument("--clips", type=int, default=512)
+    p.add_argument("--content", choices=("real", "tones"), default="real",
+                   help="real: recordings of ../shared/audio-samples played back to back (see make_real_clips); "
+                        "tones: tone mixtures + white noise")
     p.add_argument("--workers", type=int, default=min(4, len(os.sched_getaffinity(0))))
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds; medians are reported")
     p.add_argument("--epochs", type=int, default=5, help="epochs for the RSS growth check")
     p.add_argument("--quick", action="store_true", help="128 clips, 1 round, 2 epochs, no DALI")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     p.add_argument("--rows", default=ROWS, help="comma-separated subset of a,b,c,c',d,e,f,f' (no report is written then)")
     p.add_argument("--workdir", type=Path, help="keep the clips and shards here and reuse them on the next run")
     p.add_argument("--replot", action="store_true", help="only redraw throughput.png from the table in throughput.md")
+    p.add_argument("--child", help=argparse.SUPPRESS)  # one row in this process (run_row)
     args = p.parse_args()
+    if args.child:
+        return _child(args.child, args.workdir, args.workers, args.epochs)
     if args.replot:
-        rows = [{k: (number(v) if k != "name" else v) for k, v in r.items()} for r in
-                read_markdown_table(args.out / "throughput.md")]
-        bar_chart(rows, ["clips_per_s", "peak_rss_MB"], args.out / "throughput.png",
-                  "clips/s (higher is better) and peak memory of the process tree (summed VmRSS, lower is better)")
-        return
+        return _plot([{k: (number(v) if k not in ("name", "epoch clips/s range", "steady clips/s range") else v)
+                       for k, v in r.items()} for r in read_markdown_table(args.out / "throughput.md")],
+                     args.out / "throughput.png")
     n, epochs, rounds = (128, 2, 1) if args.quick else (args.clips, args.epochs, args.rounds)
     torch.set_num_threads(1)
     from shardgen.recipes import get
     from shardgen.writer import PackOptions, pack
 
+    load0 = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
         src, ds = work / "src", work / "ds"
+        content = args.content
         if not (ds / "dataset.json").exists():
-            make_clips(src, n, SECONDS, SR_IN)
+            try:
+                (make_real_clips if content == "real" else make_clips)(src, n, SECONDS, SR_IN)
+            except FileNotFoundError as e:
+                print(f"{e}: tones instead", flush=True)
+                content = "tones"
+                make_clips(src, n, SECONDS, SR_IN)
             pack(get("csv").load(src), ds, PackOptions(sample_rate=SR_IN, max_shard_bytes=16_000_000,
                                                         workers=args.workers, progress=False))
-        m = json.loads((ds / "dataset.json").read_text())
-        shards = [str(ds / s["path"]) for s in m["splits"]["train"]["shards"]]
-        files = sorted((src / "audio").glob("*.flac"))
+        content = "real" if next((src / "audio").glob("r*.flac"), None) else "tones"
+        ds, shards, files = _inputs(work)
         _warm([Path(s) for s in shards] + files)
-        print(f"{len(files)} clips, {len(shards)} shards, {args.workers} workers, {len(os.sched_getaffinity(0))} CPUs", flush=True)
-        w = args.workers
-        runners = {"a": lambda: row_decode_only(shards, w), "b": lambda: row_tight_ops(shards, w),
-                   "c": lambda: row_ours(ds, w, in_workers=True), "c'": lambda: row_ours(ds, w, in_workers=False),
-                   "d": lambda: row_torchaudio(files, w), "e": lambda: row_webdataset(shards, w),
-                   "f": lambda: row_ours(ds, w, False, "cuda", on_device=True),
-                   "f'": lambda: row_ours(ds, w, False, "cuda", on_device=False)}
-        rows = _rounds([runners[k] for k in args.rows.split(",")], rounds)
+        print(f"{len(files)} clips ({content}), {len(shards)} shards, {args.workers} workers, "
+              f"{len(os.sched_getaffinity(0))} CPUs", flush=True)
+        rows = _rounds(args.rows.split(","), rounds, work, args.workers)
         if not args.quick and args.rows == ROWS:
             try:
                 from benchmarks.dali_rows import dali_rows
@@ -338,59 +455,117 @@ def main() -> None:
                 rows += dali_rows(ds, BATCH, SR, SECONDS, N_MELS, seconds_budget=30)
             except ImportError as e:
                 print(f"  DALI rows skipped ({e})")
-        growth = rss_growth(ds, args.workers, epochs) if args.rows == ROWS else None
+        growth = run_row("growth", work, args.workers, epochs) if args.rows == ROWS else None
     if growth is None:  # a subset of rows, for development: printed, no report written
         for r in rows:
-            print(f"  {r['name']}: median {r['clips_per_s']:.1f} clips/s ({r['range']}; rounds "
-                  f"{' '.join(f'{v:.0f}' for v in r['per_round'])}), CPU {r['cpu_ms_per_clip']:.2f} ms/clip")
+            print(f"  {r['name']}: epoch {r['epoch_clips_per_s']:.1f} clips/s ({r['epoch_clips_per_s_range']}), "
+                  f"steady {r['clips_per_s']:.1f} ({r['clips_per_s_range']}), peak PSS {r['peak_pss_MB']:.0f} MB "
+                  f"({r['peak_pss_MB_range']}), CPU {r['cpu_ms_per_clip']:.2f} ms/clip")
         return
-    _report(rows, growth, n, rounds, args)
+    _report(rows, growth, n, content, rounds, args, load0)
 
 
-def _report(rows: list[dict[str, Any]], growth: dict[str, Any], n: int, rounds: int, args: argparse.Namespace) -> None:
+def _report(rows: list[dict[str, Any]], growth: dict[str, Any], n: int, content: str, rounds: int,
+            args: argparse.Namespace, load0: tuple[float, float, float]) -> None:
     by = {r["name"].split(" ")[0]: r for r in rows}
-    a, c = by["(a)"]["clips_per_s"], by["(c)"]["clips_per_s"]
 
-    def ratio_check(name: str, x: str, y: str, target: float) -> tuple[str, str, bool]:
-        return (name, *paired_ratio(by[x]["per_round"], by[y]["per_round"], target))
+    def ratio_check(name: str, x: str, y: str, target: float, field: str = "clips_per_s") -> tuple[str, str, bool]:
+        return (name, *paired_ratio(by[x][f"{field}_rounds"], by[y][f"{field}_rounds"], target))
 
+    c, d = by["(c)"], by["(d)"]
     checks: list[tuple[str, str, bool | None]] = [
-        ratio_check("(c)/(b) >= 0.85", "(c)", "(b)", 0.85), ratio_check("(c)/(d) >= 1.3", "(c)", "(d)", 1.3),
-        ("(c)/(d) counting the start-up too (for reference)",
-         f"{by['(c)']['with_start_clips_per_s'] / by['(d)']['with_start_clips_per_s']:.3f}", None),
+        ratio_check("(c)/(d) >= 1.5, whole epoch", "(c)", "(d)", 1.5, "epoch_clips_per_s"),
+        ratio_check("(c)/(d) >= 1.5, steady state", "(c)", "(d)", 1.5),
+        ratio_check("(c)/(b) >= 1.0, whole epoch", "(c)", "(b)", 1.0, "epoch_clips_per_s"),
+        ratio_check("(c)/(b) >= 1.0, steady state", "(c)", "(b)", 1.0),
+        ("(c)'s peak PSS <= (d)'s (medians over the rounds)",
+         f"{c['peak_pss_MB']:.0f} MB vs {d['peak_pss_MB']:.0f} MB ({c['peak_pss_MB'] / d['peak_pss_MB']:.3f}; "
+         f"rounds {' '.join(f'{a:.0f}/{b:.0f}' for a, b in zip(c['peak_pss_MB_rounds'], d['peak_pss_MB_rounds']))})",
+         c["peak_pss_MB"] <= d["peak_pss_MB"]),
+        ("(c)'s peak USS vs (d)'s (for reference: private pages alone, see above)",
+         f"{c['peak_uss_MB']:.0f} MB vs {d['peak_uss_MB']:.0f} MB ({c['peak_uss_MB'] / d['peak_uss_MB']:.3f})", None),
         ("(d)/(c) CPU time per clip (for reference: how much less CPU ours spends per clip)",
-         f"{by['(d)']['cpu_ms_per_clip'] / by['(c)']['cpu_ms_per_clip']:.3f}", None),
-        ("(c)/(a) (CPU setup on this machine; for reference)", f"{c / a:.3f}", None),
-        ("time to first batch <= 1 s", f"{by['(c)']['first_batch_s']:.3f} s", by["(c)"]["first_batch_s"] <= 1.0),
-        (f"RSS growth over {growth['epochs']} epochs <= 5 %", f"{100 * growth['growth']:.1f} %", growth["growth"] <= 0.05),
-        ("the same as PSS (for reference)", f"{100 * growth['pss_growth']:.1f} %", None)]
+         f"{d['cpu_ms_per_clip'] / c['cpu_ms_per_clip']:.3f}", None),
+        ("(c)/(a) (CPU setup on this machine; for reference)",
+         f"{c['epoch_clips_per_s'] / by['(a)']['epoch_clips_per_s']:.3f}", None),
+        ("time to first batch <= 1 s", f"{c['first_batch_s']:.3f} s", c["first_batch_s"] <= 1.0),
+        (f"RSS growth over {growth['epochs']} epochs <= 5 % (summed VmRSS)", f"{100 * growth['growth']:.1f} %",
+         growth["growth"] <= 0.05),
+        (f"PSS growth over {growth['epochs']} epochs <= 5 %", f"{100 * growth['pss_growth']:.1f} %",
+         growth["pss_growth"] <= 0.05),
+        (f"USS growth over {growth['epochs']} epochs (for reference)", f"{100 * growth['uss_growth']:.1f} %", None)]
     if "(f)" in by:
         f, f_cpu = by["(f)"]["clips_per_s"], by["(f')"]["clips_per_s"]
         checks += [ratio_check("(f)/(a) >= 0.9 (Frontend on the GPU)", "(f)", "(a)", 0.9),
                    ("(f)/(f') (for reference: what resampling on the GPU saves)", f"{f / f_cpu:.3f}", None)]
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU only, {len(os.sched_getaffinity(0))} cores"
-    table = markdown_table(rows, ["name", "clips_per_s", "range", "with_start_clips_per_s", "audio_s_per_s", "first_batch_s",
-                                  "cpu_ms_per_clip", "peak_rss_MB", "notes"])
+    for r in rows:
+        for field, col in (("epoch_clips_per_s", "epoch clips/s"), ("clips_per_s", "steady clips/s"),
+                           ("peak_pss_MB", "peak PSS MB"), ("peak_uss_MB", "peak USS MB"),
+                           ("peak_rss_MB", "peak summed RSS MB")):
+            if field in r:
+                r[col] = r[field]
+                if f"{field}_range" in r:
+                    r[f"{col} range"] = r[f"{field}_range"]
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU only"
+    table = markdown_table(rows, ["name", "epoch clips/s", "epoch clips/s range", "steady clips/s", "steady clips/s range",
+                                  "first_batch_s", "cpu_ms_per_clip", "peak PSS MB", "peak PSS MB range",
+                                  "peak USS MB", "peak summed RSS MB", "notes"])
     verdicts = "\n".join(f"- {name}: {val} -> {'met' if ok else 'NOT met' if ok is not None else 'reported'}"
                          for name, val, ok in checks)
-    load = os.getloadavg()[0]
-    text = (f"# Loader throughput\n\n{n} clips of {SECONDS:g} s (FLAC {SR_IN} Hz stored, {SR} Hz target, {N_MELS} mels, "
-            f"SpecAugment, batch {BATCH}), {args.workers} workers; device: {device}. Rows: median of {rounds} "
-            f"interleaved round(s) (range = slowest-fastest), all in the same run; clips_per_s is the steady state, counted from the "
-            f"arrival of item 2 x workers (batch, or shard for (a) and (b); see _timed: counting from the first batch "
-            f"favoured rows whose workers all start at once; the DALI rows still count from their first batch), with_start_clips_per_s from the start of the epoch; cpu_ms_per_clip is the CPU time (user + "
-            f"system, all processes of the row) over the whole epoch per clip; peak_rss_MB is the process "
-            f"tree's summed VmRSS, which counts the pages forked processes share once per process (PSS, which counts them "
-            f"once, is read only in the untimed growth check: reading it costs a timed row ~15 %); a ratio target is met when both the ratio of "
-            f"the row medians and the median of the per-round ratios meet it; 1-min load average at the end "
-            f"{load:.1f}.\n\n{table}\n\nPeak memory per epoch (MB, ours, persistent workers): summed VmRSS "
-            f"{growth['rss_MB_per_epoch']}, PSS {growth['pss_MB_per_epoch']}\n\n"
+    load = os.getloadavg()
+    machine = (f"{len(os.sched_getaffinity(0))} CPUs (nproc), {_cpu_model()}, {device}; torch {torch.__version__}, "
+               f"libsndfile {sf.__libsndfile_version__}; 1-min load average {load0[0]:.2f} at the start, "
+               f"{load[0]:.2f} at the end (other jobs shared the machine)")
+    text = (f"# Loader throughput and memory\n\nMachine: {machine}.\n\n{n} clips of {SECONDS:g} s "
+            f"({'real recordings played back to back, see make_real_clips' if content == 'real' else 'tones + noise'}; "
+            f"FLAC {SR_IN} Hz stored, {SR} Hz target, {N_MELS} mels, SpecAugment, batch {BATCH}), {args.workers} "
+            f"workers. Each row ran in a process of its own, {rounds} interleaved rounds (order rotated); the table "
+            f"gives the median of the rounds and the range (slowest-fastest). epoch clips/s: clips over the time "
+            f"from the row's start (its pool or DataLoader workers started within it) to its last clip; steady "
+            f"clips/s: from the arrival of item 2 x workers, or of the first item when there are no more than 4 x workers "
+            f"(512 clips: 8 batches; see _timed); cpu_ms_per_clip: CPU time (user + "
+            f"system, every process of the row) over the epoch per clip; peak PSS: the largest proportional set size "
+            f"of the row's whole process tree (its process + workers or pool, /proc/PID/smaps_rollup), sampled "
+            f"every {SAMPLE_S:g} s from the parent during the epoch; peak USS: the tree's private pages alone (PSS also counts its share of the "
+            f"libraries that other Python processes on the machine map, so it moves with what else runs); peak "
+            f"summed RSS counts the pages forked processes share once per process. A ratio target is met when both the ratio of the row medians and the median of the per-round "
+            f"ratios meet it.\n\n{table}\n\nPeak memory per epoch (MB, ours, persistent workers, {growth['epochs']} "
+            f"epochs): PSS {growth['pss_MB_per_epoch']}, USS {growth['uss_MB_per_epoch']}, summed VmRSS "
+            f"{growth['rss_MB_per_epoch']}\n\n"
             f"{verdicts}\n\n![clips/s and memory](throughput.png)\n")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "throughput.md").write_text(text)
-    bar_chart(rows, ["clips_per_s", "peak_rss_MB"], args.out / "throughput.png",
-              "clips/s (higher is better) and peak memory of the process tree (summed VmRSS, lower is better)")
+    _plot(rows, args.out / "throughput.png")
     print(text)
+
+
+def _plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Clips/s over the epoch and in the steady state (median, bars from the slowest to the fastest
+    round), and peak PSS of the process tree."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def span(r: dict[str, Any], col: str) -> tuple[float, float, float]:
+        mid = r.get(col) or 0.0
+        rng = r.get(f"{col} range")
+        lo, hi = (float(v) for v in rng.split("-")) if isinstance(rng, str) and "-" in rng else (mid, mid)
+        return mid, max(0.0, mid - lo), max(0.0, hi - mid)  # the range is printed rounded
+
+    names = [r["name"] for r in rows][::-1]
+    fig, axes = plt.subplots(1, 3, figsize=(17, 0.5 * len(rows) + 2), sharey=True)
+    for ax, col, label in zip(axes, ("epoch clips/s", "steady clips/s", "peak PSS MB"),
+                              ("clips/s, whole epoch (higher is better)", "clips/s, steady state (higher is better)",
+                               "peak PSS of the process tree, MB (lower is better)")):
+        vals = [span(r, col) for r in rows][::-1]
+        ax.barh(names, [v[0] for v in vals], xerr=[[v[1] for v in vals], [v[2] for v in vals]], capsize=3,
+                color=["tab:orange" if n.startswith("(c)") else "tab:blue" for n in names])
+        ax.set_xlabel(label)
+    fig.suptitle("median of the rounds; bars: slowest to fastest round")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
