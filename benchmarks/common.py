@@ -19,10 +19,14 @@ def make_clips(root: Path, n: int, seconds: float, sample_rate: int, classes: in
                workers: int | None = None) -> Path:
     """``n`` FLAC clips (tone mixtures + noise) at ``sample_rate`` in the csv recipe layout, written
     by ``workers`` processes (default: every CPU)."""
+    return _write_set(root, n, partial(_write_clip, root, seconds, sample_rate, classes, seed), workers)
+
+
+def _write_set(root: Path, n: int, job: Any, workers: int | None) -> Path:
+    """Clip ``i`` for i < n by ``job(i)`` (which returns its metadata row) in a fork pool, then metadata.csv."""
     from multiprocessing import get_context
 
     (root / "audio").mkdir(parents=True, exist_ok=True)
-    job = partial(_write_clip, root, seconds, sample_rate, classes, seed)
     with get_context("fork").Pool(workers or len(os.sched_getaffinity(0))) as pool:
         rows = pool.map(job, range(n), chunksize=16)
     with open(root / "metadata.csv", "w", newline="") as f:
@@ -55,20 +59,10 @@ def make_real_clips(root: Path, n: int, seconds: float, sample_rate: int, seed: 
     decodes as it does for real data (silence and noise floors of real microphones, no zero
     padding, which FLAC would store as near-free constant subframes). Raises FileNotFoundError
     when the recordings are absent."""
-    from multiprocessing import get_context
-
     folders = sorted({p.parent for p in samples.glob("*/*/*.flac")})
     if not folders:
         raise FileNotFoundError(f"no recordings under {samples}")
-    (root / "audio").mkdir(parents=True, exist_ok=True)
-    job = partial(_write_real_clip, root, seconds, sample_rate, seed, folders)
-    with get_context("fork").Pool(workers or len(os.sched_getaffinity(0))) as pool:
-        rows = pool.map(job, range(n), chunksize=16)
-    with open(root / "metadata.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return root
+    return _write_set(root, n, partial(_write_real_clip, root, seconds, sample_rate, seed, folders), workers)
 
 
 def _write_real_clip(root: Path, seconds: float, sample_rate: int, seed: int, folders: list[Path],
