@@ -23,6 +23,10 @@ AMIN = 1e-10
 # 1.15 ms/clip, 64 x 5 s at 32 kHz, 1 thread), 1 at 1.35, 8 at 3.0; 2 holds half the STFT's
 # working set of 4 (measured +29 MB for 4 clips of 5 s at 32 kHz, in each loader worker)
 CPU_CHUNK = 2
+# clips per step of `into` (the loader's workers, between decodes): 1 ran as fast there as 2 (345
+# vs 343 clips/s, 4 at 332; benchmarks/throughput.py (c), 4 runs each) and took 22 MB less peak
+# PSS over the process tree (502-508 vs 525-531 MB), the STFT's working set of one clip, not two
+INTO_CHUNK = 1
 MEL_BAND = 8  # mel filters per block of the CPU product (measured best of 4, 8, 16, 32)
 
 
@@ -84,7 +88,13 @@ class LogMel(nn.Module):
         # A mel filter is zero outside its band: a few filters at a time over only their bins
         # is ~14x fewer multiply-adds than the dense (freq x mels) product (128 mels, n_fft 1024:
         # measured ~4x faster), and the same sums.
-        return torch.cat([torch.matmul(w, power[..., lo:hi, :]) for lo, hi, w in self._bands()], dim=-2, out=out)
+        if out is None:
+            return torch.cat([torch.matmul(w, power[..., lo:hi, :]) for lo, hi, w in self._bands()], dim=-2)
+        row = 0
+        for lo, hi, w in self._bands():  # each block straight into its rows: no concatenation
+            torch.matmul(w, power[..., lo:hi, :], out=out[..., row:row + w.shape[0], :])
+            row += w.shape[0]
+        return out
 
     def _bands(self) -> list[tuple[int, int, torch.Tensor]]:
         if getattr(self, "_band_cache", None) is None:  # two threads may both build it: the same list
@@ -106,11 +116,11 @@ class LogMel(nn.Module):
         return self._forward(x)
 
     def into(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward` of ``x`` (k, T) written into ``out`` (k, n_mels, frames), on one thread: the
-        same numbers as the rows of forward's result (on a CPU both work CPU_CHUNK clips at a time),
-        so a batch's log-mels can be made a few clips at a time, as the clips come."""
-        for i in range(0, x.shape[0], CPU_CHUNK):
-            self._forward(x[i:i + CPU_CHUNK], out[i:i + CPU_CHUNK])
+        """:meth:`forward` of ``x`` (k, T) written into ``out`` (k, n_mels, frames), on one thread, so
+        that a batch's log-mels can be made a clip at a time as the clips come: the same numbers as
+        the rows of forward's result (the chunk size does not change them, see CPU_CHUNK)."""
+        for i in range(0, x.shape[0], INTO_CHUNK):
+            self._forward(x[i:i + INTO_CHUNK], out[i:i + INTO_CHUNK])
         return out
 
     def _forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
