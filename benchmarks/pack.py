@@ -2,7 +2,7 @@
 ShardWriter doing the same decode + resample + FLAC encode in a plain loop, and the upload to an S3 API
 (a local moto server) against a local write - all in the same run, several rounds.
 
-    .venv/bin/python benchmarks/pack.py [--clips 200] [--rounds 3] [--quick]
+    .venv/bin/python benchmarks/pack.py [--clips 200] [--rounds 5] [--quick]
 
 Writes benchmarks/results/pack.md (table: median and min-max over rounds, ratios against the
 baselines of the same run) and benchmarks/results/pack.png.
@@ -10,10 +10,12 @@ baselines of the same run) and benchmarks/results/pack.png.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import make_clips, markdown_table  # noqa: E402
+from benchmarks.common import make_clips, markdown_table, paired_ratio  # noqa: E402
 from shardgen.encode import encode_record  # noqa: E402
 from shardgen.parts import pack_parts  # noqa: E402
 from shardgen.recipes import get  # noqa: E402
@@ -75,62 +77,98 @@ def timed(fn) -> tuple[float, float, float]:
     return wall, cpu(s0, s1), cpu(c0, c1)
 
 
+ROWS = ["ShardWriter loop (1 process)", "ShardWriter loops, 2 processes (half each)", "pack --workers 1",
+        "pack --workers 2", "pack_parts, 2 parts, Dask 2 workers", "keep FLAC -> local disk (w2)",
+        "keep FLAC -> moto S3 (w2)"]
+SR = 32000
+
+
+def run_row(name: str, src: Path, out: Path) -> dict:
+    """One row, timed, in this process: the engines a row needs (the Dask cluster, the moto server)
+    are started here before the clock and stopped after it, so no other row runs beside an idle
+    cluster (its heartbeats took CPU from the 2-worker rows, on a host with no core to spare)."""
+    import webdataset  # noqa: F401 - imported before the clock (and before the ShardWriter row forks), as shardgen is
+
+    col = get("csv").load(src)
+    o = dict(max_shard_bytes=64_000_000, progress=False)
+    setup: dict = {}
+    if name.startswith("pack_parts"):
+        from distributed import Client, LocalCluster
+
+        t0 = time.perf_counter()
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = Client(cluster)
+        # each worker imports shardgen (and torch, through wds_audio) once, before the clock: a cluster
+        # packs many parts, and its start is reported apart
+        client.run(importlib.import_module, "shardgen.parts")
+        setup = {"close": lambda: (client.close(), cluster.close()), "start_s": time.perf_counter() - t0}
+        fn = lambda: pack_parts(partial(get("csv").load, src), str(out), PackOptions(sample_rate=SR, **o),  # noqa: E731
+                                parts=2, executor=client.get_executor())
+    elif name.endswith("moto S3 (w2)"):
+        from moto.server import ThreadedMotoServer
+
+        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        moto.start()
+        host, port = moto.get_host_and_port()
+        os.environ.update({"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "bench",
+                           "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
+                           "AWS_EC2_METADATA_DISABLED": "true"})
+        import boto3
+
+        boto3.client("s3").create_bucket(Bucket="bench")
+        setup = {"close": moto.stop}
+        fn = lambda: pack(col, "s3://bench/r", PackOptions(sample_rate=44100, workers=2, **o))  # noqa: E731
+    else:
+        fn = {
+            "ShardWriter loop (1 process)": lambda: shardwriter_loop(col, out, SR),
+            "ShardWriter loops, 2 processes (half each)": lambda: shardwriter_two_processes(col, out, SR),
+            "pack --workers 1": lambda: pack(col, out, PackOptions(sample_rate=SR, workers=1, **o)),
+            "pack --workers 2": lambda: pack(col, out, PackOptions(sample_rate=SR, workers=2, **o)),
+            "keep FLAC -> local disk (w2)": lambda: pack(col, out, PackOptions(sample_rate=44100, workers=2, **o)),
+        }[name]
+    try:
+        wall, own, children = timed(fn)
+    finally:
+        if "close" in setup:
+            setup["close"]()
+    return {"wall": wall, "own": own, "children": children, "setup_s": setup.get("start_s")}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clips", type=int, default=200)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--quick", action="store_true", help="60 clips, 2 rounds")
+    p.add_argument("--child", nargs=3, metavar=("ROW", "SRC", "OUT"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.child:
+        print("@@ROW " + json.dumps(run_row(args.child[0], Path(args.child[1]), Path(args.child[2]))), flush=True)
+        return
     n, rounds = (60, 2) if args.quick else (args.clips, args.rounds)
-    sr = 32000
-    from distributed import Client, LocalCluster
-    from moto.server import ThreadedMotoServer
-
+    sr = SR
     load = os.getloadavg()[0]
     times: dict[str, list[float]] = {}
-    cpu: dict[str, list[tuple[float, float]]] = {}  # (parent, children) CPU seconds per round
+    cpu: dict[str, list[tuple[float, float]]] = {}  # (the row's process, its children) CPU seconds per round
+    dask_start: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         src = make_clips(tmp / "src", n, seconds=5.0, sample_rate=44100)
         src_mb = sum(f.stat().st_size for f in src.rglob("*.flac")) / 1e6
-        col = get("csv").load(src)
-        t0 = time.perf_counter()
-        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
-        client = Client(cluster)
-        dask_start = time.perf_counter() - t0
-        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        moto.start()
-        host, port = moto.get_host_and_port()
-        env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-               "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
-        os.environ.update(env)
-        import boto3
-
-        boto3.client("s3").create_bucket(Bucket="bench")
-        o = dict(max_shard_bytes=64_000_000, progress=False)
-        try:
-            for k in range(rounds):
-                runs = {
-                    "ShardWriter loop (1 process)": lambda: shardwriter_loop(col, tmp / f"sw{k}", sr),
-                    "ShardWriter loops, 2 processes (half each)": lambda: shardwriter_two_processes(
-                        col, tmp / f"sw2-{k}", sr),
-                    "pack --workers 1": lambda: pack(col, tmp / f"w1-{k}", PackOptions(sample_rate=sr, workers=1, **o)),
-                    "pack --workers 2": lambda: pack(col, tmp / f"w2-{k}", PackOptions(sample_rate=sr, workers=2, **o)),
-                    "pack_parts, 2 parts, Dask 2 workers": lambda: pack_parts(
-                        partial(get("csv").load, src), str(tmp / f"dask{k}"), PackOptions(sample_rate=sr, **o),
-                        parts=2, executor=client.get_executor()),
-                    "keep FLAC -> local disk (w2)": lambda: pack(col, tmp / f"kl{k}", PackOptions(sample_rate=44100, workers=2, **o)),
-                    "keep FLAC -> moto S3 (w2)": lambda: pack(col, f"s3://bench/r{k}", PackOptions(sample_rate=44100, workers=2, **o)),
-                }
-                for name, fn in runs.items():
-                    wall, own, children = timed(fn)
-                    times.setdefault(name, []).append(wall)
-                    cpu.setdefault(name, []).append((own, children))
-                print(f"round {k + 1}/{rounds}: " + ", ".join(f"{a}: {n / t[-1]:.1f}" for a, t in times.items()), flush=True)
-        finally:
-            client.close()
-            cluster.close()
-            moto.stop()
+        for k in range(rounds):
+            order = ROWS[k % len(ROWS):] + ROWS[:k % len(ROWS)]  # rotated, so no row always follows the same one
+            for i, name in enumerate(order):
+                out = subprocess.run([sys.executable, __file__, "--child", name, str(src), str(tmp / f"r{k}-{i}")],
+                                     capture_output=True, text=True)
+                if out.returncode != 0:
+                    raise RuntimeError(f"row {name!r} failed: {out.stderr[-2000:]}")
+                r = json.loads(next(ln for ln in out.stdout.splitlines() if ln.startswith("@@ROW "))[6:])
+                times.setdefault(name, []).append(r["wall"])
+                cpu.setdefault(name, []).append((r["own"], r["children"]))
+                if r["setup_s"] is not None:
+                    dask_start.append(r["setup_s"])
+            print(f"round {k + 1}/{rounds}: " + ", ".join(f"{a}: {n / t[-1]:.1f}" for a, t in times.items()), flush=True)
+    times = {name: times[name] for name in ROWS}
+    dask_start_s = statistics.median(dask_start)
     rows = []
     med = {a: statistics.median(t) for a, t in times.items()}
     for name, t in times.items():
@@ -155,7 +193,7 @@ def main() -> None:
     }
     # Where the 2-worker run's CPU goes: the parent writes the tars and hashes them while the
     # workers encode, and the encoded bytes cross a pipe (pickled), so on 2 cores the parent
-    # competes with the workers. That, not the encoding, bounds the scaling on this host.
+    # competes with the workers.
     own, children = (statistics.median(c[i] for c in cpu["pack --workers 2"]) for i in (0, 1))
     w1_cpu = statistics.median(sum(c) for c in cpu["pack --workers 1"])
     ratios["pack w2: parent CPU share of all CPU"] = own / (own + children)
@@ -165,23 +203,31 @@ def main() -> None:
     rtable = "\n".join(["| ratio (medians) | value |", "|---|---|"] + [f"| {k} | {v:.2f} |" for k, v in ratios.items()])
     text = (f"# shardgen pack throughput\n\n{n} clips of 5 s, 44.1 kHz mono FLAC sources ({src_mb:.0f} MB), decoded, "
             f"resampled to {sr // 1000} kHz and FLAC-encoded (the 'keep FLAC' rows store the sources as they are), "
-            f"{rounds} rounds in one run on this machine ({len(os.sched_getaffinity(0))} CPUs, load average "
-            f"{load:.2f} before the run). clips/s is the median over rounds, min/max its spread. The Dask cluster "
-            f"(2 worker processes) started once before the rounds in {dask_start:.1f} s, not counted; each Dask "
-            f"task reads the recipe's metadata itself. moto is an S3 API in this process, so the upload row "
-            f"measures the protocol overhead (PUT + HEAD per object, journal rewrites), not a network.\n\n"
+            f"{rounds} interleaved rounds in one run on this machine ({len(os.sched_getaffinity(0))} CPUs, load average "
+            f"{load:.2f} before the run); every row runs in a process of its own, the order rotated each round. "
+            f"clips/s is the median over rounds, min/max its spread. The Dask row starts its cluster (2 worker "
+            f"processes, shardgen imported in each) in its own process before its clock, in {dask_start_s:.1f} s (median), not counted; each Dask "
+            f"task reads the recipe's metadata itself. moto is an S3 API in the row's process, so the upload row "
+            f"measures the protocol overhead (PUT + HEAD per object, journal rewrites), not a network. No row "
+            f"runs beside an idle cluster or server: in one process, the idle Dask cluster's heartbeats had "
+            f"taken CPU from the 2-worker rows.\n\n"
             f"{table}\n\n{rtable}\n")
     ceiling = ratios["host ceiling: 2 ShardWriter processes / (2 x 1 process)"]
+    rate = {a: [n / x for x in t] for a, t in times.items()}
+    goals = [("pack w1 / ShardWriter, per core >= 1.0",
+              *paired_ratio(rate["pack --workers 1"], rate["ShardWriter loop (1 process)"], 1.0)),
+             ("scaling efficiency w1 -> w2 >= 0.8",
+              *paired_ratio(rate["pack --workers 2"], [2 * x for x in rate["pack --workers 1"]], 0.8))]
+    text += "\n" + "\n".join(f"- {g}: {d} -> {'met' if ok else 'NOT met'}" for g, d, ok in goals) + "\n"
     text += (f"\nScaling, read against this host: two independent ShardWriter processes, half the clips "
              f"each, reach {ceiling:.2f} of twice one process, so {ceiling:.2f} is the most any 2-worker "
              f"packer can reach on these 2 CPUs. pack --workers 2 reaches "
              f"{ratios['pack w2 / 2 ShardWriter processes']:.2f} of those two processes. The rest is the "
-             f"parent: it writes and hashes the tars while the workers encode, and the encoded bytes reach "
-             f"it through a pipe. It used {own:.2f} CPU-s against the workers' {children:.2f} CPU-s, and "
-             f"all CPU was {ratios['pack w2: all CPU / pack w1 CPU']:.2f}x that of one worker (the parent's "
-             f"figure includes the idle Dask scheduler and moto threads of this process). On 2 cores the "
-             f"parent takes its share from the workers. This run does not measure a host with a core to "
-             f"spare for it.\n")
+             f"parent: it writes and hashes the tars while the workers encode (a thread of its own fsyncs, "
+             f"indexes and commits each finished shard), and the encoded bytes reach it through a pipe. It used "
+             f"{own:.2f} CPU-s against the workers' {children:.2f} CPU-s, and all CPU was "
+             f"{ratios['pack w2: all CPU / pack w1 CPU']:.2f}x that of one worker. On 2 cores the parent takes "
+             f"its share from the workers.\n")
     print(text)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "pack.md").write_text(text)

@@ -37,6 +37,34 @@ def test_same_bytes_whatever_the_workers(demo_src: Path, tmp_path: Path) -> None
     assert len(_digest_tree(tmp_path / "a")) > 6
 
 
+def test_shards_are_the_bytes_tarfile_writes(tmp_path: Path) -> None:
+    """The writer lays out members itself (header, data, NULs to the block, the end blocks and the
+    record padding): a tar rebuilt from the same members with tarfile.addfile is the same bytes,
+    also for the longest keys allowed (recipes make keys ASCII: a class 'café' gives 'caf_')."""
+    from shardgen.tarfmt import FORMAT, member_info
+
+    src = tmp_path / "src"
+    write_tone(src / "café" / ("x" * 84 + ".wav"), 0.3, freq=300)  # key of 90 characters
+    for i, sec in enumerate((0.2, 0.3, 0.25)):
+        write_tone(src / "dog" / f"d{i}.wav", sec, sr=1000 * (i + 8), seed=i)
+    out = tmp_path / "out"
+    pack(get("folder").load(src), out, PackOptions(sample_rate=16000, progress=False))
+    m = json.loads((out / MANIFEST).read_text())
+    (shard,) = m["splits"]["train"]["shards"]
+    written = (out / shard["path"]).read_bytes()
+    with tarfile.open(fileobj=io.BytesIO(written)) as t:
+        members = [(i.name, t.extractfile(i).read()) for i in t.getmembers()]
+    assert max(len(k) for k, _ in members) > 90  # 90-character key + ".labels"
+    unpadded = sum(512 + -len(d) % 512 + len(d) for _, d in members) + 1024
+    assert unpadded % tarfile.RECORDSIZE and not written.endswith(bytes(tarfile.RECORDSIZE))  # the padding is tested
+    rebuilt = io.BytesIO()
+    with tarfile.open(fileobj=rebuilt, mode="w", format=FORMAT) as t:
+        for name, data in members:
+            t.addfile(member_info(name, len(data)), io.BytesIO(data))
+    assert len(members) == 4 * 4 and rebuilt.getvalue() == written
+    assert hashlib.sha256(written).hexdigest() == shard["sha256"] and len(written) == shard["bytes"]
+
+
 def test_manifest_describes_shards(demo_shards: Path, demo_src: Path) -> None:
     m = json.loads((demo_shards / MANIFEST).read_text())
     rows = (demo_src / "metadata.csv").read_text().splitlines()[1:]
