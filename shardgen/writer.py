@@ -41,7 +41,7 @@ from . import plan as planning
 from .encode import EncodeError, Encoded, encode_record
 from .records import Collection, Problem, Record
 from .store import TMP_MARK, Store, StoreError
-from .tarfmt import FORMAT, format_index, member_info, split_name
+from .tarfmt import format_index, member_header, split_name
 
 FORMAT_VERSION = 1
 MANIFEST = "dataset.json"
@@ -124,16 +124,14 @@ class _Shard:
         # addfile copies a member through 16-kB reads, ~6 writes per member, each hashed apart,
         # and that was most of the writing process's time when workers encode (measured, see
         # benchmarks/pack.py). tests/shardgen/test_writer.py holds the two to the same bytes.
-        entries = []
+        entries, parts = [], []
         for name, data in members:
-            header = member_info(name, len(data)).tobuf(FORMAT, tarfile.ENCODING, "surrogateescape")
+            header = member_header(name, len(data))
             pad = -len(data) % tarfile.BLOCKSIZE
-            self._file.write(header)
-            self._file.write(data)
-            if pad:
-                self._file.write(tarfile.NUL * pad)
+            parts += (header, data, tarfile.NUL * pad)
             entries.append((split_name(name)[1], self._offset + len(header), len(data), name))
             self._offset += len(header) + len(data) + pad
+        self._file.write(b"".join(parts))  # the sample's members in one write, hashed at once
         self._index.append(entries)
         self.samples += 1
         self.duration += duration

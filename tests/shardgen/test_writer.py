@@ -65,6 +65,21 @@ def test_shards_are_the_bytes_tarfile_writes(tmp_path: Path) -> None:
     assert hashlib.sha256(written).hexdigest() == shard["sha256"] and len(written) == shard["bytes"]
 
 
+def test_member_headers_are_tarfiles() -> None:
+    """member_header patches one header for names of up to 100 bytes: the bytes of TarInfo.tobuf for
+    random names of 1-120 characters and sizes on, off and beyond the 512-byte blocks and the
+    11-digit octal field (those and long names take tobuf's own path)."""
+    import random
+
+    from shardgen.tarfmt import FORMAT, member_header, member_info
+
+    rnd = random.Random(0)
+    for _ in range(3000):
+        name = "".join(rnd.choice("abcdefghij_.0123456789/") for _ in range(rnd.randint(1, 120)))
+        size = rnd.choice([0, 1, 511, 512, 513, rnd.randint(0, 10**9), 8**11 - 1, 8**11])
+        assert member_header(name, size) == member_info(name, size).tobuf(FORMAT, tarfile.ENCODING, "surrogateescape")
+
+
 def test_manifest_describes_shards(demo_shards: Path, demo_src: Path) -> None:
     m = json.loads((demo_shards / MANIFEST).read_text())
     rows = (demo_src / "metadata.csv").read_text().splitlines()[1:]
