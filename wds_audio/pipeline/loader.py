@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from ..core.heap import keep_freed_memory
+from ..core.heap import keep_freed_memory, release_freed_memory
 from ..core.rng import seed_of
 from ..core.threads import EpochStart, TailWidth, cpu_count
 from ..io.fetchqueue import FetchQueue
@@ -158,6 +158,7 @@ class _EpochDataset(IterableDataset):
         mine = _streams_of(plan, wid, nw)
         threads, begin = self.cfg.decode_threads or 1, EpochStart()  # the training process: 1 unless asked
         if info is not None:
+            release_freed_memory()  # a persistent worker does not carry the last epoch's freed pages on
             share_checked_versions(self.checked.numpy())
             cpus = cpu_count()
             threads = self.cfg.decode_threads or TailWidth(self.finished, cpus)
