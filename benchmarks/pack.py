@@ -145,7 +145,6 @@ def main() -> None:
         print("@@ROW " + json.dumps(run_row(args.child[0], Path(args.child[1]), Path(args.child[2]))), flush=True)
         return
     n, rounds = (60, 2) if args.quick else (args.clips, args.rounds)
-    sr = SR
     load = os.getloadavg()[0]
     times: dict[str, list[float]] = {}
     cpu: dict[str, list[tuple[float, float]]] = {}  # (the row's process, its children) CPU seconds per round
@@ -202,7 +201,7 @@ def main() -> None:
     table = markdown_table(rows, ["name", "cores", "clips_per_s", "min", "max", "source_MB_per_s", "x_ShardWriter_per_core"])
     rtable = "\n".join(["| ratio (medians) | value |", "|---|---|"] + [f"| {k} | {v:.2f} |" for k, v in ratios.items()])
     text = (f"# shardgen pack throughput\n\n{n} clips of 5 s, 44.1 kHz mono FLAC sources ({src_mb:.0f} MB), decoded, "
-            f"resampled to {sr // 1000} kHz and FLAC-encoded (the 'keep FLAC' rows store the sources as they are), "
+            f"resampled to {SR // 1000} kHz and FLAC-encoded (the 'keep FLAC' rows store the sources as they are), "
             f"{rounds} interleaved rounds in one run on this machine ({len(os.sched_getaffinity(0))} CPUs, load average "
             f"{load:.2f} before the run); every row runs in a process of its own, the order rotated each round. "
             f"clips/s is the median over rounds, min/max its spread. The Dask row starts its cluster (2 worker "

@@ -41,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -162,10 +163,6 @@ def _ops_batch(i: int, per_clip: bool = True) -> int:
     return len(chunk)
 
 
-def _ops_batch_batched(i: int) -> int:
-    return _ops_batch(i, per_clip=False)
-
-
 _FE: dict[str, torch.nn.Module] = {}
 
 
@@ -174,7 +171,7 @@ def row_tight_ops(shards: list[str], workers: int, per_clip: bool = True) -> dic
         _CLIPS[:] = [c for s in shards for c in _tar_samples(s)]  # read here: the pool's processes inherit them
         _CLIPS[:] = _CLIPS[:len(_CLIPS) // BATCH * BATCH]  # full batches, as every other row
         with get_context("fork").Pool(workers) as pool:
-            yield from pool.imap_unordered(_ops_batch if per_clip else _ops_batch_batched, range(len(_CLIPS) // BATCH))
+            yield from pool.imap_unordered(partial(_ops_batch, per_clip=per_clip), range(len(_CLIPS) // BATCH))
     if per_clip:
         return _timed("(b) same ops per clip, tight loop", run, f"{workers} processes, 1 torch thread each: decode+soxr+"
                       "crop+log-mel+SpecAugment per clip, a batch of 64 clips per task", workers)
@@ -357,8 +354,8 @@ def run_row(key: str, work: Path, workers: int, epochs: int = 1, sample: bool = 
     (between its @@START and @@END: not its imports before, nor its exit after) when ``sample``.
 
     Sampling is not free: one read of a tree's smaps_rollup took 20-37 ms here, every 0.2 s, on the
-    cores the row runs on, and slowed a CPU-bound row by 4-15 % (ours 337-348 clips/s sampled, 357-364
-    not). So the timed run of a row is never sampled; its memory comes from a run of its own."""
+    cores the row runs on: ours ran at 337-348 clips/s sampled against 351-364 not (up to 7 % less).
+    So the timed run of a row is never sampled; its memory comes from a run of its own."""
     cmd = [sys.executable, __file__, "--child", key, "--workdir", str(work), "--workers", str(workers),
            "--epochs", str(epochs)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
@@ -555,7 +552,7 @@ def _report(rows: list[dict[str, Any]], growth: dict[str, Any], n: int, content:
             f"(512 clips: 8 batches; see _timed); cpu_ms_per_clip: CPU time (user + "
             f"system, every process of the row) over the epoch per clip; peak PSS: the largest proportional set size "
             f"of the row's whole process tree (its process + workers or pool, /proc/PID/smaps_rollup), sampled "
-            f"every {SAMPLE_S:g} s from the parent during the epoch of a second, untimed run of the row in the same round (sampling slowed a timed row by 4-15 %); peak USS: the tree's private pages alone (PSS also counts its share of the "
+            f"every {SAMPLE_S:g} s from the parent during the epoch of a second, untimed run of the row in the same round (sampling slowed a timed row by up to 7 %); peak USS: the tree's private pages alone (PSS also counts its share of the "
             f"libraries that other Python processes on the machine map, so it moves with what else runs); peak "
             f"summed RSS counts the pages forked processes share once per process. A ratio target is met when both the ratio of the row medians and the median of the per-round "
             f"ratios meet it.\n\n{table}\n\nPeak memory per epoch (MB, ours, persistent workers, {growth['epochs']} "
