@@ -31,6 +31,9 @@ class _Limited(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def fileno(self) -> int:
+        return self._f.fileno()
+
     def readinto(self, b: Any) -> int:
         view = memoryview(b).cast("B")
         if self._left is not None:

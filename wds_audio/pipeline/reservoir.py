@@ -12,6 +12,7 @@ import numpy as np
 
 from ..core.rng import seed_of
 from .rebalance import Rebalance, _power_target
+from .spans import Span
 
 _END = object()
 MAX_EXAMPLES = 5  # skipped samples named per reason in stats()
@@ -48,8 +49,11 @@ REF_GROWTH = 0.01
 
 
 def sample_nbytes(sample: dict) -> int:
-    """A sample's size for the byte budget: the summed lengths of its bytes-like values."""
-    return sum(len(v) for v in sample.values() if isinstance(v, (bytes, bytearray, memoryview)))
+    """A sample's size for the byte budget: the summed lengths of its bytes-like values, and of
+    the bytes its Spans name. A clip held as its place in a local shard (spans.py) weighs what it
+    would as bytes, so the store holds the same clips, and draws the same, either way."""
+    return sum(v.size if isinstance(v, Span) else len(v) for v in sample.values()
+               if isinstance(v, (bytes, bytearray, memoryview, Span)))
 
 
 class _Item:

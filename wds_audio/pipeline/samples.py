@@ -21,6 +21,7 @@ from ..signal.resample_cpu import resample
 from ..signal.shaping import crop, crop_start, downmix, trim
 from .config import LoaderConfig
 from .shards import Sample
+from .spans import with_bytes
 
 log = logging.getLogger(__name__)
 AUDIO_EXTS = ("flac", "wav", "ogg", "mp3")
@@ -223,9 +224,11 @@ def _shape(shaper: Shaper, sample: Sample) -> tuple[Sample, Sample | SampleError
     if "__failed__" in sample:
         return sample, SampleError(sample["__failed__"], "")  # already counted by the reader
     try:
-        return sample, shaper(sample)
+        return sample, shaper(with_bytes(sample))
     except SampleError as e:
         return sample, e
+    except OSError as e:  # a clip held as its place in a local shard (spans.py) could not be read again
+        return sample, SampleError("read_error", f"{sample['__key__']} ({sample.get('__url__')}): {e}")
 
 
 def _fill_in(last: Sample | None, shaper: Shaper, key: str) -> Sample:

@@ -4,6 +4,8 @@ shard (or a slice of it at .idx offsets) through wds_audio.io and groups its mem
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO, Callable, Iterable, Iterator
@@ -11,10 +13,12 @@ from typing import Any, BinaryIO, Callable, Iterable, Iterator
 import numpy as np
 
 from ..io.fetchqueue import FetchQueue
+from ..io.file import _local_path
 from ..io.open import MemoryReader, fetch_shard, open_shard
 from ..io.options import REMOTE, SourceMetrics, SourceOptions, scheme_of
 from .catalog import Catalog, read_index
 from .plan import Slice
+from .spans import Span, identity
 
 log = logging.getLogger(__name__)
 Sample = dict[str, Any]
@@ -22,9 +26,15 @@ Sample = dict[str, Any]
 
 # ---------------------------------------------------------------- reading tars
 
-def iter_members(f: BinaryIO, url: str) -> Iterator[tuple[str, bytes]]:
-    """(name, payload) of each regular tar member, reading the stream once; ReadError on a cut member."""
+def iter_members(f: BinaryIO, url: str, keep: Callable[[str, int, int], Any] | None = None
+                 ) -> Iterator[tuple[str, Any]]:
+    """(name, payload) of each regular tar member, reading the stream once; ReadError on a cut member.
+
+    With ``keep``, a member's payload is ``keep(name, offset, size)`` instead of its bytes when that
+    is not None (``offset``: of the payload, from the stream's start). Its bytes are still read
+    past, so that a hash of the whole stream sees them."""
     long_name = None
+    pos = 0
     while True:
         header = f.read(512)
         if len(header) == 0 or header == b"\0" * 512:
@@ -36,18 +46,19 @@ def iter_members(f: BinaryIO, url: str) -> Iterator[tuple[str, bytes]]:
         data = f.read(padded)
         if len(data) < size:
             raise tarfile.ReadError(f"{url}: shard ends inside member {long_name or name}")
-        data = data[:size]
+        at, pos = pos + 512, pos + 512 + padded
         if kind == tarfile.GNUTYPE_LONGNAME:
-            long_name = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
+            long_name = data[:size].rstrip(b"\0").decode("utf-8", "surrogateescape")
             continue
         if kind == tarfile.XHDTYPE:  # pax: a long or non-ASCII name comes as a "path" record
-            long_name = _pax_path(data) or long_name
+            long_name = _pax_path(data[:size]) or long_name
             continue
         if kind == tarfile.XGLTYPE:
             continue
         name, long_name = long_name or name, None
         if kind in tarfile.REGULAR_TYPES:
-            yield name, data
+            ref = keep(name, at, size) if keep is not None else None
+            yield name, (data[:size] if ref is None else ref)
 
 
 def _pax_path(data: bytes) -> str | None:
@@ -104,10 +115,12 @@ class ShardReader:
     against its sha256 from dataset.json as it is read.
     """
 
-    def __init__(self, catalog: Catalog, options: Any = None) -> None:
+    def __init__(self, catalog: Catalog, options: Any = None, by_reference: Iterable[str] = ()) -> None:
         self.catalog = catalog
         self.options = options or SourceOptions()
         self.metrics = SourceMetrics()
+        # member extensions that samples of local shards carry as Spans, not bytes (pipeline/spans.py)
+        self.by_reference = frozenset(by_reference) if self.options.local_spans else frozenset()
 
     def offsets(self, shard: int) -> list[int] | None:
         """Header offset of each sample's first member, plus the end of the last sample's data.
@@ -139,12 +152,18 @@ class ShardReader:
             with ThreadPoolExecutor(min(threads, len(todo))) as pool:
                 list(pool.map(self.offsets, todo))
 
+    def _range(self, sl: Slice) -> tuple[int, int | None, int]:
+        """(first byte, byte count or None for the rest, leading samples to skip) of reading ``sl``."""
+        shard = self.catalog.shards[sl.shard]
+        whole = sl.start == 0 and sl.stop == shard.samples
+        offs = None if whole else self.offsets(sl.shard)  # a whole shard needs no index: one request less
+        return (offs[sl.start], offs[sl.stop] - offs[sl.start], 0) if offs else (0, None, sl.start)
+
     def open(self, sl: Slice, fetch: bool = False) -> tuple[BinaryIO, int]:
         """A stream of the slice's bytes and how many leading samples still have to be skipped."""
         shard = self.catalog.shards[sl.shard]
         whole = sl.start == 0 and sl.stop == shard.samples
-        offs = None if whole else self.offsets(sl.shard)  # a whole shard needs no index: one request less
-        start, length, skip = (offs[sl.start], offs[sl.stop] - offs[sl.start], 0) if offs else (0, None, sl.start)
+        start, length, skip = self._range(sl)
         remote = scheme_of(shard.url) in REMOTE
         # the size is always passed for a remote shard: s3/gs then need no HEAD before a ranged GET;
         # the sha256 always: sources checks what SourceOptions asks of a whole read (or a cache fill)
@@ -156,6 +175,24 @@ class ShardReader:
             fetch = False  # too big to hold in memory: opened ahead, then streamed
         f = (fetch_shard if fetch else open_shard)(shard.url, **kw)
         return f, skip
+
+    def _keeper(self, f: BinaryIO, sl: Slice) -> Callable[[str, int, int], Span | None] | None:
+        """For iter_members: a Span for each ``by_reference`` member of ``f``, a stream of a local
+        file; None for anything else (remote, a pipe, bytes in memory)."""
+        url = self.catalog.shards[sl.shard].url
+        if not self.by_reference or scheme_of(url) not in ("", "file"):
+            return None
+        try:
+            st = os.fstat(f.fileno())
+        except (OSError, ValueError, AttributeError):  # no descriptor: not a plain file
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        path, ident, base, exts = os.path.abspath(_local_path(url)), identity(st), self._range(sl)[0], self.by_reference
+
+        def keep(name: str, offset: int, size: int) -> Span | None:
+            return Span(path, ident, base + offset, size) if split_name(name)[1] in exts else None
+        return keep
 
     def _fits(self, size: int | None) -> bool:
         """``size`` bytes may be held in memory by the prefetcher (its share of ``prefetch_bytes``)."""
@@ -183,7 +220,7 @@ class ShardReader:
         url = self.catalog.shards[sl.shard].url
         try:
             n = 0
-            for sample in _group(iter_members(f, url), url):
+            for sample in _group(iter_members(f, url, self._keeper(f, sl)), url):
                 if skip:
                     skip -= 1
                     continue

@@ -27,7 +27,7 @@ from .cached import FeatureShaper, feature_batches
 from .catalog import Catalog
 from .config import LoaderConfig
 from .plan import Slice, StreamPlan, take_range
-from .samples import Shaper, StreamStats, decode
+from .samples import AUDIO_EXTS, Shaper, StreamStats, decode
 from .shards import Sample, ShardReader, _opened, is_remote, queued
 from .shuffle import read_batch, shuffle, shuffle_state
 
@@ -118,7 +118,10 @@ def open_stream(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, skip_batc
     epoch's batch index (``streams`` streams interleaved) that first reads them: through the
     worker's shared ``queue`` (started by its owner), else through one of the stream's own. Local
     ones are opened as they are reached."""
-    reader = ShardReader(catalog, cfg.source_options)
+    # a training stream's buffers hold local clips as Spans: the members the Shaper reads
+    member = (catalog.manifest.get("features") or {}).get("member") if cfg.features == "cached" else None
+    held = (*AUDIO_EXTS, *([member] if member else [])) if cfg.training else ()
+    reader = ShardReader(catalog, cfg.source_options, by_reference=held)
     resume = resume_of(cfg, plan, epoch, rank, skip_batches)
     todo = plan.slices if resume is None else resume.slices
     depth = reader.options.prefetch
