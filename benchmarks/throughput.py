@@ -27,6 +27,7 @@ Targets on CPU (issue 23): (c)/(d) >= 1.5, (c)/(b) >= 1.0, (c)'s peak PSS <= (d)
 
     .venv/bin/python benchmarks/throughput.py [--clips 512] [--workers 2] [--rounds 5] [--quick]
     .venv/bin/python benchmarks/throughput.py --rows c,d --workdir /tmp/tp2   # a subset, data kept
+    .venv/bin/python benchmarks/throughput.py --clips 2048 --rows c,d --report throughput-2048  # shuffle buffers full
 """
 from __future__ import annotations
 
@@ -434,11 +435,16 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=5, help="epochs for the RSS growth check")
     p.add_argument("--quick", action="store_true", help="128 clips, 1 round, 2 epochs, no DALI")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    p.add_argument("--rows", default=ROWS, help="comma-separated subset of a,b,b',c,c',d,e,f,f' (no report is written then)")
+    p.add_argument("--rows", default=ROWS, help="comma-separated subset of a,b,b',c,c',d,e,f,f' (no report is written "
+                   "then, unless --report; (c) and (d) are needed for one)")
+    p.add_argument("--report", help="with --rows: write the report of those rows to OUT/REPORT.md and .png "
+                                    "(no growth check, no DALI rows)")
     p.add_argument("--workdir", type=Path, help="keep the clips and shards here and reuse them on the next run")
     p.add_argument("--replot", action="store_true", help="only redraw throughput.png from the table in throughput.md")
     p.add_argument("--child", help=argparse.SUPPRESS)  # one row in this process (run_row)
     args = p.parse_args()
+    if args.report and not {"c", "d"} <= set(args.rows.split(",")):
+        p.error("--report needs rows c and d among --rows")
     if args.child:
         return _child(args.child, args.workdir, args.workers, args.epochs)
     if args.replot:
@@ -478,7 +484,7 @@ def main() -> None:
             except ImportError as e:
                 print(f"  DALI rows skipped ({e})")
         growth = run_row("growth", work, args.workers, epochs) if args.rows == ROWS else None
-    if growth is None:  # a subset of rows, for development: printed, no report written
+    if growth is None and not args.report:  # a subset of rows, for development: printed, no report written
         for r in rows:
             print(f"  {r['name']}: epoch {r['epoch_clips_per_s']:.1f} clips/s ({r['epoch_clips_per_s_range']}), "
                   f"steady {r['clips_per_s']:.1f} ({r['clips_per_s_range']}), peak PSS {r['peak_pss_MB']:.0f} MB "
@@ -487,7 +493,7 @@ def main() -> None:
     _report(rows, growth, n, content, rounds, args, load0)
 
 
-def _report(rows: list[dict[str, Any]], growth: dict[str, Any], n: int, content: str, rounds: int,
+def _report(rows: list[dict[str, Any]], growth: dict[str, Any] | None, n: int, content: str, rounds: int,
             args: argparse.Namespace, load0: tuple[float, float, float]) -> None:
     by = {r["name"].split(" ")[0]: r for r in rows}
 
@@ -497,13 +503,18 @@ def _report(rows: list[dict[str, Any]], growth: dict[str, Any], n: int, content:
     c, d = by["(c)"], by["(d)"]
     checks: list[tuple[str, str, bool | None]] = [
         ratio_check("(c)/(d) >= 1.5, whole epoch", "(c)", "(d)", 1.5, "epoch_clips_per_s"),
-        ratio_check("(c)/(d) >= 1.5, steady state", "(c)", "(d)", 1.5),
-        ratio_check("(c)/(b) >= 1.0, whole epoch", "(c)", "(b)", 1.0, "epoch_clips_per_s"),
-        ratio_check("(c)/(b) >= 1.0, steady state", "(c)", "(b)", 1.0),
-        ("(c)/(b') (for reference: the loop with batched features), whole epoch",
-         paired_ratio(by["(c)"]["epoch_clips_per_s_rounds"], by["(b')"]["epoch_clips_per_s_rounds"], 1.0)[0], None),
-        ("(c)/(b') (for reference), steady state",
-         paired_ratio(by["(c)"]["clips_per_s_rounds"], by["(b')"]["clips_per_s_rounds"], 1.0)[0], None),
+        ratio_check("(c)/(d) >= 1.5, steady state", "(c)", "(d)", 1.5)]
+    if "(b)" in by:
+        checks += [
+            ratio_check("(c)/(b) >= 1.0, whole epoch", "(c)", "(b)", 1.0, "epoch_clips_per_s"),
+            ratio_check("(c)/(b) >= 1.0, steady state", "(c)", "(b)", 1.0)]
+    if "(b')" in by:
+        checks += [
+            ("(c)/(b') (for reference: the loop with batched features), whole epoch",
+             paired_ratio(by["(c)"]["epoch_clips_per_s_rounds"], by["(b')"]["epoch_clips_per_s_rounds"], 1.0)[0], None),
+            ("(c)/(b') (for reference), steady state",
+             paired_ratio(by["(c)"]["clips_per_s_rounds"], by["(b')"]["clips_per_s_rounds"], 1.0)[0], None)]
+    checks += [
         ("(c)'s peak PSS <= (d)'s (medians over the rounds)",
          f"{c['peak_pss_MB']:.0f} MB vs {d['peak_pss_MB']:.0f} MB ({c['peak_pss_MB'] / d['peak_pss_MB']:.3f}; "
          f"rounds {' '.join(f'{a:.0f}/{b:.0f}' for a, b in zip(c['peak_pss_MB_rounds'], d['peak_pss_MB_rounds']))})",
@@ -511,15 +522,18 @@ def _report(rows: list[dict[str, Any]], growth: dict[str, Any], n: int, content:
         ("(c)'s peak USS vs (d)'s (for reference: private pages alone, see above)",
          f"{c['peak_uss_MB']:.0f} MB vs {d['peak_uss_MB']:.0f} MB ({c['peak_uss_MB'] / d['peak_uss_MB']:.3f})", None),
         ("(d)/(c) CPU time per clip (for reference: how much less CPU ours spends per clip)",
-         f"{d['cpu_ms_per_clip'] / c['cpu_ms_per_clip']:.3f}", None),
-        ("(c)/(a) (CPU setup on this machine; for reference)",
-         f"{c['epoch_clips_per_s'] / by['(a)']['epoch_clips_per_s']:.3f}", None),
-        ("time to first batch <= 1 s", f"{c['first_batch_s']:.3f} s", c["first_batch_s"] <= 1.0),
-        (f"RSS growth over {growth['epochs']} epochs <= 5 % (summed VmRSS)", f"{100 * growth['growth']:.1f} %",
-         growth["growth"] <= 0.05),
-        (f"PSS growth over {growth['epochs']} epochs <= 5 %", f"{100 * growth['pss_growth']:.1f} %",
-         growth["pss_growth"] <= 0.05),
-        (f"USS growth over {growth['epochs']} epochs (for reference)", f"{100 * growth['uss_growth']:.1f} %", None)]
+         f"{d['cpu_ms_per_clip'] / c['cpu_ms_per_clip']:.3f}", None)]
+    if "(a)" in by:
+        checks.append(("(c)/(a) (CPU setup on this machine; for reference)",
+                       f"{c['epoch_clips_per_s'] / by['(a)']['epoch_clips_per_s']:.3f}", None))
+    checks.append(("time to first batch <= 1 s", f"{c['first_batch_s']:.3f} s", c["first_batch_s"] <= 1.0))
+    if growth is not None:
+        checks += [
+            (f"RSS growth over {growth['epochs']} epochs <= 5 % (summed VmRSS)", f"{100 * growth['growth']:.1f} %",
+             growth["growth"] <= 0.05),
+            (f"PSS growth over {growth['epochs']} epochs <= 5 %", f"{100 * growth['pss_growth']:.1f} %",
+             growth["pss_growth"] <= 0.05),
+            (f"USS growth over {growth['epochs']} epochs (for reference)", f"{100 * growth['uss_growth']:.1f} %", None)]
     if "(f)" in by:
         f, f_cpu = by["(f)"]["clips_per_s"], by["(f')"]["clips_per_s"]
         checks += [ratio_check("(f)/(a) >= 0.9 (Frontend on the GPU)", "(f)", "(a)", 0.9),
@@ -539,6 +553,10 @@ def _report(rows: list[dict[str, Any]], growth: dict[str, Any], n: int, content:
     verdicts = "\n".join(f"- {name}: {val} -> {'met' if ok else 'NOT met' if ok is not None else 'reported'}"
                          for name, val, ok in checks)
     load = os.getloadavg()
+    name = args.report or "throughput"
+    epochs_line = "" if growth is None else (
+        f"Peak memory per epoch (MB, ours, persistent workers, {growth['epochs']} epochs): PSS "
+        f"{growth['pss_MB_per_epoch']}, USS {growth['uss_MB_per_epoch']}, summed VmRSS {growth['rss_MB_per_epoch']}\n\n")
     machine = (f"{len(os.sched_getaffinity(0))} CPUs (nproc), {_cpu_model()}, {device}; torch {torch.__version__}, "
                f"libsndfile {sf.__libsndfile_version__}; 1-min load average {load0[0]:.2f} at the start, "
                f"{load[0]:.2f} at the end (other jobs shared the machine)")
@@ -555,13 +573,10 @@ def _report(rows: list[dict[str, Any]], growth: dict[str, Any], n: int, content:
             f"every {SAMPLE_S:g} s from the parent during the epoch of a second, untimed run of the row in the same round (sampling slowed a timed row by up to 7 %); peak USS: the tree's private pages alone (PSS also counts its share of the "
             f"libraries that other Python processes on the machine map, so it moves with what else runs); peak "
             f"summed RSS counts the pages forked processes share once per process. A ratio target is met when both the ratio of the row medians and the median of the per-round "
-            f"ratios meet it.\n\n{table}\n\nPeak memory per epoch (MB, ours, persistent workers, {growth['epochs']} "
-            f"epochs): PSS {growth['pss_MB_per_epoch']}, USS {growth['uss_MB_per_epoch']}, summed VmRSS "
-            f"{growth['rss_MB_per_epoch']}\n\n"
-            f"{verdicts}\n\n![clips/s and memory](throughput.png)\n")
+            f"ratios meet it.\n\n{table}\n\n{epochs_line}{verdicts}\n\n![clips/s and memory]({name}.png)\n")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "throughput.md").write_text(text)
-    _plot(rows, args.out / "throughput.png")
+    (args.out / f"{name}.md").write_text(text)
+    _plot(rows, args.out / f"{name}.png")
     print(text)
 
 

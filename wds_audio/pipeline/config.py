@@ -28,7 +28,9 @@ class LoaderConfig:
     streams: independent sample streams per rank; batches are identical for every ``num_workers``
         (a DataLoader worker runs every ``num_workers``-th stream; with an uneven share, a worker
         with fewer streams waits its turn: see ``pipeline.loader.worker_slots``).
-    shuffle_buffer: encoded samples held per stream for shuffling (training).
+    shuffle_buffer: samples held per stream for shuffling (training). From local shards a held
+        sample is its clip's place in the file, read again when drawn (``SourceOptions.local_spans``);
+        from remote ones, its encoded bytes.
     trim_db: trim leading/trailing frames quieter than the loudest frame minus this (None: off).
     loudness, loudness_db: "peak" / "rms" (dBFS) or "lufs" (BS.1770) normalization to the target.
     pcm_on_device: batches carry int16 audio (half the bytes to hand over and copy to the GPU),
