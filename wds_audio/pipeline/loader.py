@@ -13,6 +13,7 @@ import gc
 import os
 import random
 import time
+import weakref
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Iterator
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from ..core.forking import freeze_for_workers, release
 from ..core.heap import keep_freed_memory, release_freed_memory
 from ..core.rng import seed_of
 from ..core.threads import EpochStart, TailWidth, cpu_count
@@ -400,16 +402,33 @@ class AudioLoader:
         total = self.plan(epoch).batches
         self._metrics.start()
         pending: dict[int, Batch] = {}
-        it = iter(self._dataloader())
-        nxt = start
-        while nxt < total:
-            t_wait = time.perf_counter()
-            _receive(it, pending, nxt)
-            self._metrics.batch(pending[nxt], time.perf_counter() - t_wait)
-            nxt += 1
-            self.start = nxt
-            yield pending.pop(nxt - 1)  # not held here while the trainer works on it
-        self.epoch, self.start = epoch + 1, 0
+        loader = self._dataloader()
+        hold = self._freeze(loader)
+        try:
+            it = iter(loader)
+            nxt = start
+            while nxt < total:
+                t_wait = time.perf_counter()
+                _receive(it, pending, nxt)
+                self._metrics.batch(pending[nxt], time.perf_counter() - t_wait)
+                nxt += 1
+                self.start = nxt
+                yield pending.pop(nxt - 1)  # not held here while the trainer works on it
+            self.epoch, self.start = epoch + 1, 0
+        finally:
+            release(hold)
+
+    def _freeze(self, loader: DataLoader) -> bool:
+        """Freeze this process's objects when workers are about to be forked (core/forking.py):
+        for the epoch, or, with persistent workers, for as long as ``loader`` lives. True when the
+        epoch's end gives the freeze up."""
+        if self.cfg.num_workers == 0 or getattr(loader, "_iterator", None) is not None:
+            return False  # no workers, or persistent ones already running: nothing is forked now
+        hold = freeze_for_workers()
+        if hold and self.cfg.persistent_workers:
+            weakref.finalize(loader, release, hold)
+            return False
+        return hold
 
     def metrics(self) -> dict[str, Any]:
         """clips/s, the time the consumer waited for data (and its fraction of the wall time), time to

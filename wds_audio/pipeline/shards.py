@@ -120,7 +120,7 @@ class ShardReader:
         self.options = options or SourceOptions()
         self.metrics = SourceMetrics()
         # member extensions that samples of local shards carry as Spans, not bytes (pipeline/spans.py)
-        self.by_reference = frozenset(by_reference) if self.options.local_spans else frozenset()
+        self.by_reference = frozenset(by_reference) if self.options.local_spans and hasattr(os, "pread") else frozenset()
 
     def offsets(self, shard: int) -> list[int] | None:
         """Header offset of each sample's first member, plus the end of the last sample's data.
