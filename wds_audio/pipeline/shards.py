@@ -18,7 +18,7 @@ from ..io.open import MemoryReader, fetch_shard, open_shard
 from ..io.options import REMOTE, SourceMetrics, SourceOptions, scheme_of
 from .catalog import Catalog, read_index
 from .plan import Slice
-from .spans import Span, identity
+from .spans import HEAD_BYTES, Span, identity
 
 log = logging.getLogger(__name__)
 Sample = dict[str, Any]
@@ -26,13 +26,13 @@ Sample = dict[str, Any]
 
 # ---------------------------------------------------------------- reading tars
 
-def iter_members(f: BinaryIO, url: str, keep: Callable[[str, int, int], Any] | None = None
+def iter_members(f: BinaryIO, url: str, keep: Callable[[str, int, int, bytes], Any] | None = None
                  ) -> Iterator[tuple[str, Any]]:
     """(name, payload) of each regular tar member, reading the stream once; ReadError on a cut member.
 
-    With ``keep``, a member's payload is ``keep(name, offset, size)`` instead of its bytes when that
-    is not None (``offset``: of the payload, from the stream's start). Its bytes are still read
-    past, so that a hash of the whole stream sees them."""
+    With ``keep``, a member's payload is ``keep(name, offset, size, data)`` instead of its bytes
+    when that is not None (``offset``: of the payload, from the stream's start; ``data``: the
+    payload, padded). Its bytes are still read past, so that a hash of the whole stream sees them."""
     long_name = None
     pos = 0
     while True:
@@ -57,7 +57,7 @@ def iter_members(f: BinaryIO, url: str, keep: Callable[[str, int, int], Any] | N
             continue
         name, long_name = long_name or name, None
         if kind in tarfile.REGULAR_TYPES:
-            ref = keep(name, at, size) if keep is not None else None
+            ref = keep(name, at, size, data) if keep is not None else None
             yield name, (data[:size] if ref is None else ref)
 
 
@@ -152,18 +152,12 @@ class ShardReader:
             with ThreadPoolExecutor(min(threads, len(todo))) as pool:
                 list(pool.map(self.offsets, todo))
 
-    def _range(self, sl: Slice) -> tuple[int, int | None, int]:
-        """(first byte, byte count or None for the rest, leading samples to skip) of reading ``sl``."""
-        shard = self.catalog.shards[sl.shard]
-        whole = sl.start == 0 and sl.stop == shard.samples
-        offs = None if whole else self.offsets(sl.shard)  # a whole shard needs no index: one request less
-        return (offs[sl.start], offs[sl.stop] - offs[sl.start], 0) if offs else (0, None, sl.start)
-
     def open(self, sl: Slice, fetch: bool = False) -> tuple[BinaryIO, int]:
         """A stream of the slice's bytes and how many leading samples still have to be skipped."""
         shard = self.catalog.shards[sl.shard]
         whole = sl.start == 0 and sl.stop == shard.samples
-        start, length, skip = self._range(sl)
+        offs = None if whole else self.offsets(sl.shard)  # a whole shard needs no index: one request less
+        start, length, skip = (offs[sl.start], offs[sl.stop] - offs[sl.start], 0) if offs else (0, None, sl.start)
         remote = scheme_of(shard.url) in REMOTE
         # the size is always passed for a remote shard: s3/gs then need no HEAD before a ranged GET;
         # the sha256 always: sources checks what SourceOptions asks of a whole read (or a cache fill)
@@ -176,22 +170,26 @@ class ShardReader:
         f = (fetch_shard if fetch else open_shard)(shard.url, **kw)
         return f, skip
 
-    def _keeper(self, f: BinaryIO, sl: Slice) -> Callable[[str, int, int], Span | None] | None:
-        """For iter_members: a Span for each ``by_reference`` member of ``f``, a stream of a local
-        file; None for anything else (remote, a pipe, bytes in memory)."""
+    def _keeper(self, f: BinaryIO, sl: Slice) -> Callable[[str, int, int, bytes], Span | None] | None:
+        """For iter_members, before ``f`` is read: a Span for each ``by_reference`` member of ``f``,
+        a stream of a local file; None for anything else (remote, a pipe, bytes in memory)."""
         url = self.catalog.shards[sl.shard].url
         if not self.by_reference or scheme_of(url) not in ("", "file"):
             return None
         try:
-            st = os.fstat(f.fileno())
+            fd = f.fileno()
+            st = os.fstat(fd)
+            base = os.lseek(fd, 0, os.SEEK_CUR)  # where the stream starts in the file: nothing is read yet
         except (OSError, ValueError, AttributeError):  # no descriptor: not a plain file
             return None
         if not stat.S_ISREG(st.st_mode):
             return None
-        path, ident, base, exts = os.path.abspath(_local_path(url)), identity(st), self._range(sl)[0], self.by_reference
+        path, ident, exts = os.path.abspath(_local_path(url)), identity(st), self.by_reference
 
-        def keep(name: str, offset: int, size: int) -> Span | None:
-            return Span(path, ident, base + offset, size) if split_name(name)[1] in exts else None
+        def keep(name: str, offset: int, size: int, data: bytes) -> Span | None:
+            if split_name(name)[1] not in exts:
+                return None
+            return Span(path, ident, base + offset, size, bytes(data[:HEAD_BYTES]))
         return keep
 
     def _fits(self, size: int | None) -> bool:

@@ -9,8 +9,8 @@ the sequential read has just filled. Any check of the whole shard (``verify_loca
 every byte as it streams past.
 
 A span is read only from the very file the stream read: the file's identity (device, inode, size,
-modification time) is taken from the open stream, and a file replaced or rewritten since gives a
-clear error, counted as a skip, never other bytes.
+modification time) is taken from the open stream, and its first bytes are kept with the span; a
+file replaced or rewritten since gives a clear error, counted as a skip, never other bytes.
 
 Example:
     >>> import os, tempfile
@@ -29,16 +29,19 @@ from dataclasses import dataclass
 from typing import Any
 
 OPEN_FILES = 16  # descriptors kept open per process (a stream's buffer spans a shard or two)
+HEAD_BYTES = 16  # of a clip kept with its span and compared when it is read again (a FLAC's "fLaC" + STREAMINFO)
 
 
 @dataclass(frozen=True)
 class Span:
-    """``size`` bytes at ``offset`` of the local file ``path``, whose identity was ``ident``."""
+    """``size`` bytes at ``offset`` of the local file ``path``, whose identity was ``ident``, and
+    whose first bytes were ``head``."""
 
     path: str
     ident: tuple[int, int, int, int]
     offset: int
     size: int
+    head: bytes = b""
 
 
 def identity(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -103,6 +106,9 @@ def read_span(span: Span) -> bytes:
     data = _FILES.pread(span)
     if len(data) != span.size:
         raise OSError(f"{span.path}: {len(data)} of {span.size} bytes at offset {span.offset}")
+    if not data.startswith(span.head):
+        raise OSError(f"{span.path}: the {span.size} bytes at offset {span.offset} do not begin as they did when "
+                      "the shard was read")
     return data
 
 

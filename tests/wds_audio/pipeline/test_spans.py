@@ -110,6 +110,32 @@ def test_open_descriptors_stay_bounded(tmp_path: Path) -> None:
     assert len(_FILES.fds) == OPEN_FILES
 
 
+def test_a_span_whose_bytes_begin_otherwise_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "a.bin"
+    path.write_bytes(b"0123456789")
+    ident = identity(os.stat(path))
+    assert read_span(Span(str(path), ident, 2, 5, b"23")) == b"23456"
+    with pytest.raises(OSError, match="do not begin as they did"):
+        read_span(Span(str(path), ident, 3, 5, b"23"))
+
+
+def test_a_slice_read_without_its_index_names_the_right_bytes(demo_shards: Path, tmp_path: Path) -> None:
+    src = tmp_path / "ds"
+    shutil.copytree(demo_shards, src)
+    for idx in src.rglob("*.idx"):
+        idx.unlink()  # read from the shard's start, skipping the samples before the slice
+    cat = _catalog(src)
+    path = Path(cat.shards[1].url)
+    ref = _tar_members(path)
+    reader = ShardReader(cat, SourceOptions(), by_reference=AUDIO_EXTS)
+    got = list(reader.read(Slice(1, 5, cat.shards[1].samples)))
+    assert len(got) == cat.shards[1].samples - 5
+    for s in got:
+        full = with_bytes(s)
+        assert {f"{s['__key__']}.{e}": full[e] for e in full if not e.startswith("__")} == \
+            {n: b for n, b in ref.items() if n.split(".", 1)[0] == s["__key__"]}
+
+
 def test_a_span_past_the_end_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "a.bin"
     path.write_bytes(b"0123")
