@@ -79,6 +79,9 @@ class FaultServer:
         self.requests: Counter[str] = Counter()
         self.log: list[tuple[str, str | None, int]] = []
         self.queries: list[tuple[str, str]] = []  # (path, query string) of every request
+        # (path, Range header) of each request a fault was given to, in the order they were given:
+        # the log is written later, so two requests of one path may be logged in the other order
+        self.faulted: list[tuple[str, str | None]] = []
         self._rules: list[_Rule] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -105,6 +108,7 @@ class FaultServer:
             self.requests.clear()
             self.log.clear()
             self.queries.clear()
+            self.faulted.clear()
 
     def start(self) -> "FaultServer":
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
@@ -125,12 +129,13 @@ class FaultServer:
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
-    def _next_fault(self, path: str, query: str = "") -> Fault | None:
+    def _next_fault(self, path: str, query: str = "", rng: str | None = None) -> Fault | None:
         with self._lock:
             self.requests[path] += 1
             self.queries.append((path, query))
             for rule in self._rules:
                 if rule.take(path):
+                    self.faulted.append((path, rng))
                     return rule.fault
         return None
 
@@ -169,7 +174,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, body: bool) -> None:
         rel = unquote(urlsplit(self.path).path).lstrip("/")
-        fault = self.srv._next_fault(rel, urlsplit(self.path).query)
+        fault = self.srv._next_fault(rel, urlsplit(self.path).query, self.headers.get("Range"))
         delay = self.srv.latency_s + (fault.latency_s if fault else 0.0)
         if delay:
             time.sleep(delay)
