@@ -1,13 +1,17 @@
 """The training process's objects frozen while forked DataLoader workers share its pages.
 
-A forked worker shares every page of its parent until one of the two writes to it. Python's
-cyclic garbage collector writes into the header of each object it traverses, so a collection
-in the training process while its workers run copies every page holding such an object, once
-for itself and once more for the workers still sharing the original. Measured (2 workers, 2,048
-clips, Frontend in the workers, benchmarks/throughput.py (c)): the first worker held ~21 MB of
-private copies of the parent's heap and anonymous maps in the middle of an epoch, the second
-~6 MB; with the parent's objects frozen before the workers fork, both ~5 MB. This is what the
-documentation of ``gc.freeze`` advises for a process that forks without exec.
+A forked worker shares every page of its parent until one of them writes to it. Python's cyclic
+garbage collector writes into the header of each object it traverses, so a collection that
+traverses the parent's objects while workers run copies every page holding one: the writer gets
+a private copy, and the others keep the original. This is what the documentation of
+``gc.freeze`` advises against for a process that forks without exec.
+
+Measured (2 workers, 2,048 5-s clips, Frontend in the workers, benchmarks/throughput.py (c)): in
+the middle of an epoch the first worker held ~31 MB of private copies of pages it had inherited
+(14 of a 22-MB anonymous map, 13 of the heap, 5 of another map), the second ~6 MB; with the
+parent's objects frozen before the workers forked, both ~5 MB, and the peak PSS of the process
+tree went from 621 to 545 MB (3 paired rounds; the tutorial pipeline's: 559). Whose collections
+wrote those pages was not isolated.
 
 The objects are frozen only while a loader's workers live (an epoch, or the loader's life with
 persistent workers), then handed back to the collector: cyclic garbage made before the epoch is

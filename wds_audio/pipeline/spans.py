@@ -1,9 +1,10 @@
 """A local clip's bytes held as their place in the shard file, read again when the clip is decoded.
 
 A training stream holds up to ``shuffle_buffer`` encoded clips (and a rebalancing reservoir its
-own), as bytes: 8 streams x 256 clips of ~90 kB were 180 MB of a loader's memory (measured with
-2,048 5-s FLAC clips, where the buffers fill). A map-style Dataset shuffles indices and holds
-nothing. From a local shard the reader can keep a :class:`Span` instead (file, offset, size, and
+own): as bytes, 8 streams x 256 5-s FLAC clips of ~110 kB are up to 225 MB. A map-style Dataset
+shuffles indices and holds nothing. Measured with 2,048 such clips, where the buffers fill
+(benchmarks/throughput.py (c), 3 paired rounds): peak PSS of the loader's process tree 750 MB with
+the bytes held, 628 MB with spans, at the same clips/s. From a local shard the reader can keep a :class:`Span` instead (file, offset, size, and
 the file's identity) and the bytes are read when the clip is drawn, from the page cache, which
 the sequential read has just filled. Any check of the whole shard (``verify_local``) still sees
 every byte as it streams past.
