@@ -56,6 +56,10 @@ def test_an_abandoned_epoch_gives_the_freeze_up(demo_shards: Path) -> None:
     assert gc.get_freeze_count() > 0
     it.close()
     assert gc.get_freeze_count() == 0
+    it = iter(_load(demo_shards, num_workers=2))
+    next(it)  # a peek: the iterator then only dropped
+    del it
+    assert gc.get_freeze_count() == 0
 
 
 def test_persistent_workers_keep_it_while_the_loader_lives(demo_shards: Path) -> None:
