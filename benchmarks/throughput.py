@@ -10,6 +10,8 @@ target, 128 mels, SpecAugment, batch 64:
       64 at once: what batching the features alone buys)
   (c) ours as set up on a CPU machine: wds_audio.loader(frontend=...) runs the Frontend in its workers
   (c') ours as set up on a GPU machine (Frontend in the training process), here on the CPU
+  (cb) (c) with SourceOptions(local_spans=False): the shuffle buffers hold the clips' bytes (not by
+      default; with --rows, e.g. the 2,048-clip report, where the buffers fill)
   (d) torchaudio tutorial: map-style Dataset over files, per-sample transforms in DataLoader workers
   (e) plain webdataset pipeline with the same per-sample transforms as (d)
   (f) ours as set up on a GPU machine, with a GPU: workers decode and crop to int16 at the stored
@@ -27,7 +29,7 @@ Targets on CPU (issue 23): (c)/(d) >= 1.5, (c)/(b) >= 1.0, (c)'s peak PSS <= (d)
 
     .venv/bin/python benchmarks/throughput.py [--clips 512] [--workers 2] [--rounds 5] [--quick]
     .venv/bin/python benchmarks/throughput.py --rows c,d --workdir /tmp/tp2   # a subset, data kept
-    .venv/bin/python benchmarks/throughput.py --clips 2048 --rows c,d --report throughput-2048  # shuffle buffers full
+    .venv/bin/python benchmarks/throughput.py --clips 2048 --rows c,cb,d --report throughput-2048  # buffers full
 """
 from __future__ import annotations
 
@@ -181,7 +183,7 @@ def row_tight_ops(shards: list[str], workers: int, per_clip: bool = True) -> dic
 
 
 def _ours(dataset: Path, workers: int, epochs: int = 1, persistent: bool = False, in_workers: bool = False,
-          device: str = "cpu", on_device: bool = False) -> tuple[Callable, Any]:
+          device: str = "cpu", on_device: bool = False, spans: bool = True) -> tuple[Callable, Any]:
     """Our loader and a function running ``epochs`` of it. The Frontend runs in the workers
     (``in_workers``) or on ``device`` in this process, where batches are copied without blocking
     (pinned, by default, when CUDA is there); ``on_device``: int16 batches at the stored rate,
@@ -192,7 +194,8 @@ def _ours(dataset: Path, workers: int, epochs: int = 1, persistent: bool = False
     loader = wds_audio.loader(str(dataset), batch_size=BATCH, sample_rate=SR, clip_seconds=SECONDS,
                               num_workers=workers, seed=0, persistent_workers=persistent and workers > 0,
                               frontend=fe if in_workers else None, pcm_on_device=on_device,
-                              resample_on_device=on_device)
+                              resample_on_device=on_device,
+                              source_options=wds_audio.SourceOptions(local_spans=spans))
 
     def run() -> Iterable[int]:
         with torch.no_grad():
@@ -208,8 +211,9 @@ def _ours(dataset: Path, workers: int, epochs: int = 1, persistent: bool = False
     return run, loader
 
 
-def row_ours(dataset: Path, workers: int, in_workers: bool, device: str = "cpu", on_device: bool = False) -> dict[str, Any]:
-    run, loader = _ours(dataset, workers, in_workers=in_workers, device=device, on_device=on_device)
+def row_ours(dataset: Path, workers: int, in_workers: bool, device: str = "cpu", on_device: bool = False,
+             spans: bool = True) -> dict[str, Any]:
+    run, loader = _ours(dataset, workers, in_workers=in_workers, device=device, on_device=on_device, spans=spans)
     if device == "cuda":
         name = ("(f) ours, GPU: int16 at the stored rate, resampled + log-mel on the GPU" if on_device else
                 "(f') ours, GPU: resampled on the CPU, log-mel on the GPU")
@@ -217,6 +221,8 @@ def row_ours(dataset: Path, workers: int, in_workers: bool, device: str = "cpu",
     else:
         name = ("(c) ours, CPU setup: Frontend in the loader's workers" if in_workers else
                 "(c') ours, GPU setup run on CPU: Frontend in the main process")
+        if not spans:
+            name = "(cb) ours as (c), clips held as bytes: SourceOptions(local_spans=False)"
         notes = f"num_workers={workers}, streams 8"
     row = _timed(name, run, notes, workers)
     row["consumer_wait_s"] = loader.metrics()["wait_s"]
@@ -343,6 +349,7 @@ def _child(key: str, work: Path, workers: int, epochs: int) -> None:
         "a": lambda: row_decode_only(shards, w), "b": lambda: row_tight_ops(shards, w),
         "b'": lambda: row_tight_ops(shards, w, per_clip=False),
         "c": lambda: row_ours(ds, w, in_workers=True), "c'": lambda: row_ours(ds, w, in_workers=False),
+        "cb": lambda: row_ours(ds, w, in_workers=True, spans=False),
         "d": lambda: row_torchaudio(files, w), "e": lambda: row_webdataset(shards, w),
         "f": lambda: row_ours(ds, w, False, "cuda", on_device=True),
         "f'": lambda: row_ours(ds, w, False, "cuda", on_device=False),
@@ -435,7 +442,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=5, help="epochs for the RSS growth check")
     p.add_argument("--quick", action="store_true", help="128 clips, 1 round, 2 epochs, no DALI")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    p.add_argument("--rows", default=ROWS, help="comma-separated subset of a,b,b',c,c',d,e,f,f' (no report is written "
+    p.add_argument("--rows", default=ROWS, help="comma-separated subset of a,b,b',c,c',cb,d,e,f,f' (no report is written "
                    "then, unless --report; (c) and (d) are needed for one)")
     p.add_argument("--report", help="with --rows: write the report of those rows to OUT/REPORT.md and .png "
                                     "(no growth check, no DALI rows)")
@@ -523,6 +530,12 @@ def _report(rows: list[dict[str, Any]], growth: dict[str, Any] | None, n: int, c
          f"{c['peak_uss_MB']:.0f} MB vs {d['peak_uss_MB']:.0f} MB ({c['peak_uss_MB'] / d['peak_uss_MB']:.3f})", None),
         ("(d)/(c) CPU time per clip (for reference: how much less CPU ours spends per clip)",
          f"{d['cpu_ms_per_clip'] / c['cpu_ms_per_clip']:.3f}", None)]
+    if "(cb)" in by:
+        cb = by["(cb)"]
+        checks.append(("(c)'s peak PSS vs (cb)'s (for reference: what holding local clips as spans saves)",
+                       f"{c['peak_pss_MB']:.0f} MB vs {cb['peak_pss_MB']:.0f} MB ({c['peak_pss_MB'] / cb['peak_pss_MB']:.3f}); "
+                       f"clips/s {paired_ratio(c['epoch_clips_per_s_rounds'], cb['epoch_clips_per_s_rounds'], 1.0)[0]}",
+                       None))
     if "(a)" in by:
         checks.append(("(c)/(a) (CPU setup on this machine; for reference)",
                        f"{c['epoch_clips_per_s'] / by['(a)']['epoch_clips_per_s']:.3f}", None))
