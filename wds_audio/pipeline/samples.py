@@ -224,11 +224,13 @@ def _shape(shaper: Shaper, sample: Sample) -> tuple[Sample, Sample | SampleError
     if "__failed__" in sample:
         return sample, SampleError(sample["__failed__"], "")  # already counted by the reader
     try:
-        return sample, shaper(with_bytes(sample))
-    except SampleError as e:
-        return sample, e
+        full = with_bytes(sample)
     except OSError as e:  # a clip held as its place in a local shard (spans.py) could not be read again
         return sample, SampleError("read_error", f"{sample['__key__']} ({sample.get('__url__')}): {e}")
+    try:
+        return sample, shaper(full)
+    except SampleError as e:
+        return sample, e
 
 
 def _fill_in(last: Sample | None, shaper: Shaper, key: str) -> Sample:

@@ -189,7 +189,7 @@ class ShardReader:
         def keep(name: str, offset: int, size: int, data: bytes) -> Span | None:
             if split_name(name)[1] not in exts:
                 return None
-            return Span(path, ident, base + offset, size, bytes(data[:HEAD_BYTES]))
+            return Span(path, ident, base + offset, size, data[:HEAD_BYTES])
         return keep
 
     def _fits(self, size: int | None) -> bool:

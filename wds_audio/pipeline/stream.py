@@ -118,9 +118,10 @@ def open_stream(cfg: LoaderConfig, catalog: Catalog, plan: StreamPlan, skip_batc
     epoch's batch index (``streams`` streams interleaved) that first reads them: through the
     worker's shared ``queue`` (started by its owner), else through one of the stream's own. Local
     ones are opened as they are reached."""
-    # a training stream's buffers hold local clips as Spans: the members the Shaper reads
-    member = (catalog.manifest.get("features") or {}).get("member") if cfg.features == "cached" else None
-    held = (*AUDIO_EXTS, *([member] if member else [])) if cfg.training else ()
+    # a training stream's buffers hold local clips as Spans: the members the Shaper reads (the
+    # loader checked the features entry, see cached.cached_info; FeatureShaper reads it the same way)
+    cached = (catalog.manifest["features"]["member"],) if cfg.features == "cached" else ()
+    held = AUDIO_EXTS + cached if cfg.training else ()
     reader = ShardReader(catalog, cfg.source_options, by_reference=held)
     resume = resume_of(cfg, plan, epoch, rank, skip_batches)
     todo = plan.slices if resume is None else resume.slices
